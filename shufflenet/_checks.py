@@ -1,0 +1,17 @@
+"""Argument checks shared by the package, so bad input fails early with a message that names it."""
+
+import numbers
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_choice(name: str, value, allowed) -> None:
+    if isinstance(value, bool) or value not in allowed:
+        shown = ", ".join(str(a) for a in allowed)
+        raise ValueError(f"{name} must be one of {{{shown}}}, got {value!r}")
