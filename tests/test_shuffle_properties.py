@@ -1,0 +1,108 @@
+"""Property tests of `shufflenet.channel_shuffle` (the facts Chapter 2 demonstrates, over many shapes)."""
+
+import pytest
+import torch
+from torch import nn
+
+from shufflenet import channel_shuffle
+
+CASES = [(1, 1), (2, 1), (2, 2), (6, 2), (6, 3), (12, 3), (12, 4), (16, 2), (24, 8), (60, 5), (240, 3),
+         (544, 4), (9, 3), (7, 7)]
+
+
+def source_of(c, groups):
+    """source[p] = the input channel that the shuffle puts at position p."""
+    return channel_shuffle(torch.arange(c).reshape(1, c, 1, 1), groups).flatten()
+
+
+@pytest.mark.parametrize("c, groups", CASES)
+def test_matches_torch_channel_shuffle(c, groups):
+    x = torch.randn(3, c, 4, 5)
+    assert torch.equal(channel_shuffle(x, groups), nn.ChannelShuffle(groups)(x))
+
+
+@pytest.mark.parametrize("c, groups", CASES)
+def test_is_a_permutation_of_channels(c, groups):
+    assert torch.equal(source_of(c, groups).sort().values, torch.arange(c))
+    x = torch.randn(2, c, 3, 3)
+    y = channel_shuffle(x, groups)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.equal(y.sort(dim=1).values, x.sort(dim=1).values)
+
+
+@pytest.mark.parametrize("c, groups", CASES)
+def test_position_formula(c, groups):
+    """Channel i * (C/g) + j (the j-th channel of group i) lands at position j * g + i."""
+    source = source_of(c, groups)
+    size = c // groups
+    for i in range(groups):
+        for j in range(size):
+            assert source[j * groups + i] == i * size + j
+
+
+@pytest.mark.parametrize("c", [1, 5, 12, 240])
+def test_one_group_and_one_channel_per_group_are_identity(c):
+    x = torch.randn(2, c, 3, 3)
+    assert torch.equal(channel_shuffle(x, 1), x)
+    assert torch.equal(channel_shuffle(x, c), x)
+
+
+@pytest.mark.parametrize("c, groups", CASES)
+def test_inverse_is_shuffle_with_c_over_g_groups(c, groups):
+    x = torch.randn(2, c, 3, 3)
+    assert torch.equal(channel_shuffle(channel_shuffle(x, groups), c // groups), x)
+    assert torch.equal(channel_shuffle(channel_shuffle(x, c // groups), groups), x)
+
+
+@pytest.mark.parametrize("c, groups", [(12, 3), (12, 4), (16, 4), (24, 8), (52, 2), (240, 3)])
+def test_order_is_multiplicative_order_of_g_mod_c_minus_1(c, groups):
+    start = torch.arange(c).reshape(1, c, 1, 1)
+    x, steps = channel_shuffle(start, groups), 1
+    while not torch.equal(x, start):
+        x, steps = channel_shuffle(x, groups), steps + 1
+    expected = next(k for k in range(1, c) if pow(groups, k, c - 1) == 1 % (c - 1))
+    assert steps == expected
+
+
+def test_every_next_group_receives_every_source_group_when_c_at_least_g_squared():
+    for c, groups in [(9, 3), (12, 3), (16, 4), (64, 8), (240, 3), (96, 8)]:
+        size = c // groups
+        source_group = source_of(c, groups) // size
+        for band in range(groups):
+            assert set(source_group[band * size:(band + 1) * size].tolist()) == set(range(groups))
+
+
+def test_batch_and_spatial_positions_are_untouched():
+    x = torch.randn(4, 12, 5, 6)
+    y = channel_shuffle(x, 3)
+    source = source_of(12, 3)
+    assert torch.equal(y, x[:, source])
+
+
+def test_output_is_contiguous_and_input_unchanged():
+    x = torch.randn(2, 12, 3, 3)
+    before = x.clone()
+    y = channel_shuffle(x, 4)
+    assert y.is_contiguous()
+    assert torch.equal(x, before)
+
+
+def test_gradient_flows_back_through_the_inverse_permutation():
+    x = torch.randn(1, 12, 2, 2, requires_grad=True)
+    weights = torch.randn(1, 12, 2, 2)
+    (channel_shuffle(x, 3) * weights).sum().backward()
+    assert torch.equal(x.grad, channel_shuffle(weights, 4))
+
+
+@pytest.mark.parametrize("bad_groups, error", [(0, ValueError), (5, ValueError), (2.0, TypeError),
+                                               (True, TypeError)])
+def test_rejects_bad_groups(bad_groups, error):
+    with pytest.raises(error):
+        channel_shuffle(torch.randn(1, 12, 2, 2), bad_groups)
+
+
+def test_rejects_non_4d_input():
+    with pytest.raises(ValueError):
+        channel_shuffle(torch.randn(12, 2, 2), 3)
+    with pytest.raises(TypeError):
+        channel_shuffle([[1.0]], 1)
