@@ -27,7 +27,7 @@ nbval: $(STAMP)
 # Re-execute every notebook in place, top to bottom in a fresh kernel, to refresh the committed outputs.
 notebooks: $(STAMP)
 	for nb in notebooks/*.ipynb; do \
-	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1200 "$$nb" || exit 1; \
+	  $(BIN)/jupyter execute --inplace --timeout=1200 "$$nb" || exit 1; \
 	done
 
 clean:
