@@ -12,6 +12,9 @@ def check_positive_int(name: str, value) -> int:
 
 
 def check_choice(name: str, value, allowed) -> None:
-    if isinstance(value, bool) or value not in allowed:
+    # 2.0 == 2 and True == 1 in Python, so an int choice also demands an int, or torch fails later.
+    wrong_type = isinstance(value, bool) or (
+        all(isinstance(a, int) for a in allowed) and not isinstance(value, numbers.Integral))
+    if wrong_type or value not in allowed:
         shown = ", ".join(str(a) for a in allowed)
         raise ValueError(f"{name} must be one of {{{shown}}}, got {value!r}")

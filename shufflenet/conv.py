@@ -6,7 +6,7 @@ bias redundant (Zhang et al., 2018; Ioffe and Szegedy, 2015).
 
 from torch import nn
 
-from ._checks import check_positive_int
+from ._checks import check_choice, check_positive_int
 
 
 def _check_groups(in_channels: int, out_channels: int, groups: int) -> None:
@@ -37,6 +37,5 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1, groups: int = 
     per channel. ``groups=g`` with ``g < c`` is a group convolution, not a depthwise one.
     """
     _check_groups(in_channels, out_channels, groups)
-    if stride not in (1, 2):
-        raise ValueError(f"stride must be 1 or 2, got {stride!r}")
+    check_choice("stride", stride, (1, 2))
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)

@@ -73,8 +73,6 @@ def test_helpers_reject_bad_channel_counts(make):
         make(12, 24.0)
 
 
-@pytest.mark.xfail(reason="conv3x3 checks `stride not in (1, 2)`, which lets 2.0 and True through; "
-                          "they fail later, in forward, with PyTorch's own TypeError", raises=AssertionError)
 @pytest.mark.parametrize("stride", [2.0, True])
 def test_conv3x3_rejects_non_int_stride(stride):
     try:

@@ -180,7 +180,7 @@ def test_forward_rejects_non_rgb_input(shape):
 def test_invalid_grouping_is_reported_by_our_code():
     with pytest.raises(ValueError, match="groups=5 must divide both in_channels=24"):
         conv1x1(24, 240, groups=5)
-    with pytest.raises(ValueError, match="stride must be 1 or 2"):
+    with pytest.raises(ValueError, match=r"stride must be one of \{1, 2\}, got 3"):
         conv3x3(8, 8, stride=3)
     with pytest.raises(ValueError, match="must equal in_channels"):
         ShuffleUnit(24, 48, stride=1, groups=3)
