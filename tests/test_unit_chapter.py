@@ -1,0 +1,60 @@
+"""Facts about the ShuffleNet unit that Chapter 3 (notebooks/03_shufflenet_unit.ipynb) relies on."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from shufflenet import ShuffleUnit, shufflenet_v1
+
+
+def unit_macs(unit, channels, size):
+    counter = FlopCounterMode(display=False)
+    unit.eval()
+    with counter, torch.no_grad():
+        unit(torch.zeros(1, channels, size, size))
+    return counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("channels, size, groups", [(240, 28, g) for g in (1, 2, 3, 4)]
+                         + [(480, 14, g) for g in (1, 2, 3, 4, 8)])
+def test_stride1_unit_matches_section_3_2_formula(channels, size, groups):
+    m = channels // 4
+    unit = ShuffleUnit(channels, channels, stride=1, groups=groups)
+    assert unit_macs(unit, channels, size) == size * size * (2 * channels * m // groups + 9 * m)
+    conv_weights = sum(p.numel() for name, p in unit.named_parameters() if name.endswith("0.weight"))
+    assert conv_weights == 2 * channels * m // groups + 9 * m
+
+
+@pytest.mark.parametrize("c_in, c_out, size, groups", [(240, 480, 28, 3), (384, 768, 28, 8), (200, 400, 28, 2)])
+def test_stride2_unit_cost(c_in, c_out, size, groups):
+    m = c_out // 4
+    unit = ShuffleUnit(c_in, c_out, stride=2, groups=groups)
+    expected = size * size * c_in * m // groups + (size // 2) ** 2 * (9 * m + m * (c_out - c_in) // groups)
+    assert unit_macs(unit, c_in, size) == expected
+
+
+def test_no_relu_after_depthwise_and_shortcut_first_in_concat():
+    unit = ShuffleUnit(240, 480, stride=2, groups=3)
+    assert [type(m).__name__ for m in unit.depthwise] == ["Conv2d", "BatchNorm2d"]
+    assert unit.depthwise[0].groups == unit.depthwise[0].in_channels == 120
+    x = torch.randn(1, 240, 28, 28)
+    with torch.no_grad():
+        out = unit.eval()(x)
+    assert torch.equal(out[:, :240], torch.relu(torch.nn.functional.avg_pool2d(x, 3, 2, 1)))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 4, 8])
+def test_only_stage2_first_unit_keeps_its_first_conv_dense(groups):
+    model = shufflenet_v1(groups)
+    units = list(model.stage2) + list(model.stage3) + list(model.stage4)
+    assert [u.compress[0].groups for u in units] == [1] + [groups] * (len(units) - 1)
+    assert model.stage2[0].compress[0].weight.shape[1] == 24
+
+
+def test_stage2_first_unit_grouping_options():
+    dense = ShuffleUnit(24, 240, stride=2, groups=3, group_first_conv=False)
+    grouped = ShuffleUnit(24, 240, stride=2, groups=3, group_first_conv=True)
+    assert dense.compress[0].weight.shape == (60, 24, 1, 1)
+    assert grouped.compress[0].weight.shape == (60, 8, 1, 1)
+    with pytest.raises(ValueError, match="216"):
+        ShuffleUnit(24, 240, stride=2, groups=5, group_first_conv=False)
