@@ -1,0 +1,397 @@
+"""CIFAR-10 data for training ShuffleNet V1: loading, a fast on-device pipeline, and its reference.
+
+Three sources, all returned as uint8 image tensors of shape (N, 3, 32, 32) with int64 labels:
+
+* ``"cifar10"``: the official CIFAR-10 through :class:`torchvision.datasets.CIFAR10` (downloads it);
+* a directory laid out for :class:`torchvision.datasets.ImageFolder` (``train/<class>/*`` and
+  ``test/<class>/*``), for instance the JPEG copy of CIFAR-10; the decoded tensors are cached next to
+  the directory (``<dir>.pt``) when that is writable, because decoding 60,000 small files takes a while;
+* ``"synthetic"``: random but learnable images (each class has its own mean colour), for offline tests.
+
+Two pipelines turn them into normalised, augmented float batches:
+
+* :class:`DeviceLoader`, the fast path: the whole split lives on the training device as one uint8
+  tensor, and each batch is cropped, flipped and normalised there with a handful of tensor operations,
+  without any per-image Python;
+* :func:`make_dataloader`, the reference: a :class:`torch.utils.data.DataLoader` that applies
+  ``torchvision.transforms.v2`` to one image at a time, as most tutorials do.
+
+``python -m shufflenet.data bench`` measures both (see :func:`benchmark_pipeline`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+# Per-channel mean and standard deviation of the CIFAR-10 training images (pixel values in [0, 1]).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+PADDING = 4  # random crop: pad by 4 pixels on every side, then cut a 32x32 window (offsets 0..8)
+
+
+@dataclass
+class Split:
+    """One split of a data set: ``images`` uint8 (N, 3, H, W) and ``labels`` int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, limit: int | None, seed: int = 0) -> "Split":
+        """The first ``limit`` images of a fixed random order (so every class is represented)."""
+        if limit is None or limit >= len(self):
+            return self
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit]
+        order = order.sort().values  # keep the original order among the chosen images
+        return Split(self.images[order], self.labels[order])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------
+
+def load_cifar10(root: str | os.PathLike, download: bool = True) -> tuple[Split, Split]:
+    """The official CIFAR-10 via torchvision (downloaded into ``root`` the first time)."""
+    from torchvision.datasets import CIFAR10
+
+    splits = []
+    for train in (True, False):
+        ds = CIFAR10(str(root), train=train, download=download)
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+        splits.append(Split(images, torch.tensor(ds.targets, dtype=torch.int64)))
+    return splits[0], splits[1]
+
+
+def synthetic_cifar(num_train: int = 512, num_test: int = 256, num_classes: int = 10,
+                    seed: int = 0) -> tuple[Split, Split]:
+    """Random 32x32 images whose mean colour depends on the class: learnable, tiny, offline."""
+    generator = torch.Generator().manual_seed(seed)
+    class_colours = torch.randint(40, 216, (num_classes, 3, 1, 1), generator=generator)
+
+    def make(n: int) -> Split:
+        labels = torch.randint(0, num_classes, (n,), generator=generator)
+        noise = torch.randint(-40, 41, (n, 3, 32, 32), generator=generator)
+        images = (class_colours[labels] + noise).clamp(0, 255).to(torch.uint8)
+        return Split(images, labels)
+
+    return make(num_train), make(num_test)
+
+
+def _read_image_folder(folder: Path) -> tuple[Split, list[str]]:
+    import numpy as np
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    index = ImageFolder(str(folder))  # only for its sorted class list and file list; no decoding here
+    images = torch.empty((len(index.samples), 3, 32, 32), dtype=torch.uint8)
+    for i, (path, _) in enumerate(index.samples):
+        with Image.open(path) as image:
+            pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+        if pixels.shape[1:] != (32, 32):
+            raise ValueError(f"{path}: expected a 32x32 image, got {tuple(pixels.shape[1:])}")
+        images[i] = pixels
+    labels = torch.tensor([label for _, label in index.samples], dtype=torch.int64)
+    return Split(images, labels), list(index.classes)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is for everyone who can read the folder
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_image_folder(directory: str | os.PathLike, cache: bool = True) -> tuple[Split, Split, list[str]]:
+    """A ``train/<class>/*`` + ``test/<class>/*`` directory, decoded once and cached as ``<dir>.pt``."""
+    directory = Path(directory)
+    for split in ("train", "test"):
+        if not (directory / split).is_dir():
+            raise FileNotFoundError(f"{directory} has no '{split}' folder (expected {split}/<class>/*)")
+    cache_path = directory.parent / (directory.name + ".pt")
+    if cache and cache_path.is_file():
+        try:
+            stored = torch.load(cache_path, weights_only=True)
+            return (Split(stored["train_images"], stored["train_labels"]),
+                    Split(stored["test_images"], stored["test_labels"]), list(stored["classes"]))
+        except Exception:
+            pass  # a stale or broken cache: decode again and overwrite it below
+    train, classes = _read_image_folder(directory / "train")
+    test, test_classes = _read_image_folder(directory / "test")
+    if test_classes != classes:
+        raise ValueError(f"{directory}: train and test folders have different classes")
+    if cache and os.access(directory.parent, os.W_OK):
+        _atomic_torch_save({"train_images": train.images, "train_labels": train.labels,
+                            "test_images": test.images, "test_labels": test.labels,
+                            "classes": classes}, cache_path)
+    return train, test, classes
+
+
+def load_data(data: str, root: str | os.PathLike | None = None, limit: int | None = None,
+              seed: int = 0) -> tuple[Split, Split, list[str]]:
+    """``data`` is ``"cifar10"``, ``"synthetic"`` or a directory; ``limit`` caps images per split."""
+    if data == "cifar10":
+        train, test = load_cifar10(root or "data")
+        classes = list(CIFAR10_CLASSES)
+    elif data == "synthetic":
+        train, test = synthetic_cifar(num_train=limit or 512, num_test=limit or 256, seed=seed)
+        classes = list(CIFAR10_CLASSES)
+    else:
+        train, test, classes = load_image_folder(data)
+    return train.subset(limit, seed), test.subset(limit, seed), classes
+
+
+# ----------------------------------------------------------------------------------------------------
+# The fast path: augmentation of a whole batch on the device
+# ----------------------------------------------------------------------------------------------------
+
+def random_crop_flip(images: torch.Tensor, padding: int = PADDING, flip: bool = True,
+                     generator: torch.Generator | None = None,
+                     offsets: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip of a uint8 batch, in one gather.
+
+    Each image gets its own offsets ``dy, dx`` in ``[0, 2 * padding]`` and its own coin for the flip.
+    Rather than looping over images, we build, for every image, the row and column indices its output
+    reads from the padded batch; a flip just reads the columns right to left. ``offsets`` (dy, dx,
+    flipped) may be passed to make the result predictable (tests do).
+    """
+    n, c, h, w = images.shape
+    device = images.device
+    if offsets is None:
+        dy = torch.randint(0, 2 * padding + 1, (n,), device=device, generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (n,), device=device, generator=generator)
+        flipped = (torch.rand(n, device=device, generator=generator) < 0.5) if flip \
+            else torch.zeros(n, dtype=torch.bool, device=device)
+    else:
+        dy, dx, flipped = offsets
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))  # zeros, like RandomCrop
+    rows = dy[:, None] + torch.arange(h, device=device)                       # (N, H)
+    ascending = torch.arange(w, device=device)
+    cols = dx[:, None] + torch.where(flipped[:, None], w - 1 - ascending, ascending)  # (N, W)
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    channel = torch.arange(c, device=device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def normalize(images: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 -> float in [0, 1] -> (x - mean) / std per channel, as ToDtype(scale=True) + Normalize."""
+    mean = torch.tensor(mean, device=images.device, dtype=dtype).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=images.device, dtype=dtype).view(1, -1, 1, 1)
+    return (images.to(dtype) / 255 - mean) / std
+
+
+def epoch_generator(seed: int, epoch: int, step: int | None = None, device="cpu") -> torch.Generator:
+    """A generator seeded by (seed, epoch[, step]): resuming mid-run replays exactly the same draws."""
+    value = (seed * 1_000_003 + epoch) * 1_000_003 + (0 if step is None else step + 1)
+    return torch.Generator(device=device).manual_seed(value % (2 ** 63))
+
+
+class DeviceLoader:
+    """The fast path: batches cut from one uint8 tensor that lives on the training device.
+
+    Iterating gives ``(images, labels)`` with images already augmented (if ``augment``), normalised,
+    float32 and in ``channels_last`` layout. ``set_epoch(e)`` fixes the shuffling and augmentation of
+    epoch ``e`` (seeded by ``seed`` and ``e``), and ``start_step`` skips batches already trained on.
+    """
+
+    def __init__(self, split: Split, batch_size: int, device, train: bool, seed: int = 0,
+                 channels_last: bool = True):
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.train = train  # shuffle, drop the last partial batch and augment; else plain, ordered batches
+        self.seed = seed
+        self.channels_last = channels_last
+        self.epoch = 0
+        self.start_step = 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        if self.train:
+            order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch)).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for step in range(self.start_step, len(self)):
+            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            images = self.images[index]
+            if self.train:
+                generator = epoch_generator(self.seed, self.epoch, step, device=self.device)
+                images = random_crop_flip(images, generator=generator)
+            images = normalize(images)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, self.labels[index]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The reference: a per-image DataLoader with torchvision.transforms.v2
+# ----------------------------------------------------------------------------------------------------
+
+def reference_transform(augment: bool):
+    """The usual per-image CIFAR-10 transform, written with torchvision.transforms.v2."""
+    from torchvision.transforms import v2
+
+    steps = [v2.RandomCrop(32, padding=PADDING), v2.RandomHorizontalFlip()] if augment else []
+    return v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+
+
+class TransformedSplit(Dataset):
+    """A :class:`Split` seen one image at a time through a transform (what a DataLoader needs)."""
+
+    def __init__(self, split: Split, transform):
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.split.images[i]), self.split.labels[i]
+
+
+def make_dataloader(split: Split, batch_size: int, train: bool, num_workers: int = 0,
+                    seed: int = 0, epoch: int = 0) -> DataLoader:
+    """The reference pipeline; with ``train`` it shuffles (seeded by seed and epoch) and augments."""
+    return DataLoader(TransformedSplit(split, reference_transform(augment=train)), batch_size=batch_size,
+                      shuffle=train, drop_last=train, num_workers=num_workers,
+                      generator=epoch_generator(seed, epoch), persistent_workers=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Benchmark: images per second of both pipelines, with and without a training step
+# ----------------------------------------------------------------------------------------------------
+
+def _images_per_second(batches, steps: int, work=None, warmup: int = 2, sync=lambda: None) -> float:
+    iterator = iter(batches)
+    seen, start = 0, None
+    for i in range(warmup + steps):
+        images, labels = next(iterator)
+        if work is not None:
+            work(images, labels)
+        if i == warmup - 1:
+            sync()
+            start = time.perf_counter()
+        elif i >= warmup:
+            seen += len(labels)
+    sync()
+    return seen / (time.perf_counter() - start)
+
+
+def benchmark_pipeline(data: str = "synthetic", groups: int = 3, scale: float = 0.25,
+                       batch_size: int = 128, train_steps: int = 8, data_steps: int = 40,
+                       device: str = "auto", num_workers: int = 0, limit: int | None = None,
+                       threads: int | None = None) -> dict:
+    """Images per second of the fast path and of the DataLoader path, on the same data and model.
+
+    Two measurements for each pipeline: ``data`` (produce augmented, normalised batches on the device
+    and nothing else) and ``train`` (the same plus a full training step of ShuffleNet ``scale``x,
+    g = ``groups``). On a CPU the training step dominates both, so the ``train`` ratio is close to 1;
+    the ``data`` ratio shows what the pipeline alone costs.
+    """
+    from .model import shufflenet_v1
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if device == "auto" else device))
+    needed = batch_size * (max(train_steps, data_steps) + 2)
+    train, _, _ = load_data(data, limit=limit or needed)
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+
+    model = shufflenet_v1(groups, scale, num_classes=10, small_input=True).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+
+    def train_step(images, labels):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def to_device(images, labels):  # the DataLoader path's batches still have to reach the device
+        images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    def fast():
+        loader = DeviceLoader(train, batch_size, device, train=True)
+        while True:
+            yield from loader
+            loader.set_epoch(loader.epoch + 1)
+
+    def reference():
+        epoch = 0
+        while True:
+            yield from make_dataloader(train, batch_size, train=True, num_workers=num_workers, epoch=epoch)
+            epoch += 1
+
+    result = {
+        "data": data if data in ("cifar10", "synthetic") else Path(data).name,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(), "num_workers": num_workers, "batch_size": batch_size,
+        "model": f"shufflenet_v1(groups={groups}, scale={scale}, small_input=True)",
+        "fast_data_ips": _images_per_second(fast(), data_steps, sync=sync),
+        "dataloader_data_ips": _images_per_second(reference(), data_steps, to_device, sync=sync),
+        "fast_train_ips": _images_per_second(fast(), train_steps, train_step, sync=sync),
+        "dataloader_train_ips": _images_per_second(reference(), train_steps, train_step, sync=sync),
+    }
+    result["data_ratio"] = result["fast_data_ips"] / result["dataloader_data_ips"]
+    result["train_ratio"] = result["fast_train_ips"] / result["dataloader_train_ips"]
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shufflenet.data", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser("bench", help="images/s of the fast path vs the DataLoader path")
+    bench.add_argument("--data", default="synthetic", help="cifar10, synthetic or an ImageFolder directory")
+    bench.add_argument("--groups", type=int, default=3)
+    bench.add_argument("--scale", type=float, default=0.25)
+    bench.add_argument("--batch-size", type=int, default=128)
+    bench.add_argument("--train-steps", type=int, default=8)
+    bench.add_argument("--data-steps", type=int, default=40)
+    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    bench.add_argument("--num-workers", type=int, default=0)
+    bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--out", default=None, help="also write the result to this JSON file")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("argument --device: 'cuda' requested but CUDA is not available (choose auto or cpu)")
+    result = benchmark_pipeline(args.data, args.groups, args.scale, args.batch_size, args.train_steps,
+                                args.data_steps, args.device, args.num_workers, threads=args.threads)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
