@@ -299,7 +299,7 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     def write_metrics() -> None:
         atomic_save("".join(json.dumps(row) + "\n" for row in history), out / "metrics.jsonl")
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     # 4. Epochs: train on every batch, then evaluate on the test split.
     while epoch < config.epochs:
@@ -340,15 +340,14 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
                     bar.set_postfix(loss=f"{value:.3f}")
                 if callback is not None:
                     callback(epoch, step)
-        except KeyboardInterrupt:
+            bar.close()
+            predictions, targets = predict(model, test_batches, device, dtype)
+        except KeyboardInterrupt:  # Ctrl-C: keep every finished step; a resumed run redoes the evaluation
             bar.close()
             epoch_seconds += time.perf_counter() - started
             save_checkpoint(epoch, step)
             raise Interrupted(f"interrupted at epoch {epoch + 1}, step {step}: checkpoint saved to "
                               f"{checkpoint_path}; rerun with --resume to continue") from None
-        bar.close()
-
-        predictions, targets = predict(model, test_batches, device, dtype)
         epoch_seconds += time.perf_counter() - started
         elapsed += epoch_seconds
         history.append({"epoch": epoch + 1, "train_loss": round(loss_sum.item() / loss_count, 6),
@@ -455,6 +454,9 @@ def main(argv=None) -> int:
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     try:
         summary = train(config, resume=resume)
+    except KeyboardInterrupt:  # before the first step (loading data, building the model): nothing to save
+        print("error: interrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
     except TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 130 if isinstance(error, Interrupted) else 1

@@ -155,7 +155,7 @@ def test_benchmark_pipeline_reports_both_paths():
     threads = torch.get_num_threads()
     try:
         result = benchmark_pipeline("synthetic", batch_size=16, train_steps=1, data_steps=2, device="cpu",
-                                    threads=1)
+                                    threads=1, repeats=1)
     finally:
         torch.set_num_threads(threads)
     for key in ("fast_data_ips", "dataloader_data_ips", "fast_train_ips", "dataloader_train_ips"):

@@ -181,3 +181,23 @@ def test_no_weight_decay_on_batchnorm_and_biases():
 def test_confusion_matrix():
     matrix = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_ctrl_c_during_evaluation_resumes_exactly(tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(tiny_config(straight))
+    real_predict, calls = train_module.predict, []
+
+    def predict_then_ctrl_c(*args):
+        calls.append(1)
+        if len(calls) == 2:  # the second epoch's evaluation
+            raise KeyboardInterrupt
+        return real_predict(*args)
+
+    stopped = tmp_path / "stopped"
+    monkeypatch.setattr(train_module, "predict", predict_then_ctrl_c)
+    with pytest.raises(Interrupted, match="epoch 2, step 2"):
+        train(tiny_config(stopped))
+    monkeypatch.setattr(train_module, "predict", real_predict)
+    train(tiny_config(stopped), resume=True)
+    assert without_seconds(read_metrics(stopped)) == without_seconds(read_metrics(straight))
