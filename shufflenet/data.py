@@ -306,7 +306,7 @@ def _images_per_second(batches, steps: int, work=None, warmup: int = 2, sync=lam
 def benchmark_pipeline(data: str = "synthetic", groups: int = 3, scale: float = 0.25,
                        batch_size: int = 128, train_steps: int = 8, data_steps: int = 40,
                        device: str = "auto", num_workers: int = 0, limit: int | None = None,
-                       threads: int | None = None, repeats: int = 3) -> dict:
+                       threads: int | None = None, repeats: int = 3, warmup: int = 2) -> dict:
     """Images per second of the fast path and of the DataLoader path, on the same data and model.
 
     Two measurements for each pipeline: ``data`` (produce augmented, normalised batches on the device
@@ -321,7 +321,7 @@ def benchmark_pipeline(data: str = "synthetic", groups: int = 3, scale: float = 
         torch.set_num_threads(threads)
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
-    needed = batch_size * (max(train_steps, data_steps) + 2)
+    needed = batch_size * (max(train_steps, data_steps) + warmup)
     train, _, _ = load_data(data, limit=limit or needed)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
 
@@ -356,15 +356,15 @@ def benchmark_pipeline(data: str = "synthetic", groups: int = 3, scale: float = 
     # other programs only ever slow a measurement down.
     rates = {"fast_data_ips": [], "dataloader_data_ips": [], "fast_train_ips": [], "dataloader_train_ips": []}
     for _ in range(repeats):
-        rates["fast_data_ips"].append(_images_per_second(fast(), data_steps, sync=sync))
-        rates["dataloader_data_ips"].append(_images_per_second(reference(), data_steps, to_device, sync=sync))
-        rates["fast_train_ips"].append(_images_per_second(fast(), train_steps, train_step, sync=sync))
-        rates["dataloader_train_ips"].append(_images_per_second(reference(), train_steps, train_step, sync=sync))
+        rates["fast_data_ips"].append(_images_per_second(fast(), data_steps, warmup=warmup, sync=sync))
+        rates["dataloader_data_ips"].append(_images_per_second(reference(), data_steps, to_device, warmup, sync))
+        rates["fast_train_ips"].append(_images_per_second(fast(), train_steps, train_step, warmup, sync))
+        rates["dataloader_train_ips"].append(_images_per_second(reference(), train_steps, train_step, warmup, sync))
     result = {
         "data": data if data in ("cifar10", "synthetic") else Path(data).name,
         "device": device_name(device), "threads": torch.get_num_threads(), "num_workers": num_workers, "batch_size": batch_size,
         "model": f"shufflenet_v1(groups={groups}, scale={scale}, small_input=True)",
-        "train_steps": train_steps, "data_steps": data_steps, "repeats": repeats,
+        "train_steps": train_steps, "data_steps": data_steps, "warmup": warmup, "repeats": repeats,
         **{key: max(values) for key, values in rates.items()},
     }
     result["data_ratio"] = result["fast_data_ips"] / result["dataloader_data_ips"]
