@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from shufflenet import ShuffleUnit, shufflenet_v1
+from shufflenet import ShuffleUnit, channel_shuffle, shufflenet_v1
 
 
 def unit_macs(unit, channels, size):
@@ -41,6 +41,18 @@ def test_no_relu_after_depthwise_and_shortcut_first_in_concat():
     with torch.no_grad():
         out = unit.eval()(x)
     assert torch.equal(out[:, :240], torch.relu(torch.nn.functional.avg_pool2d(x, 3, 2, 1)))
+
+
+def test_relu_after_concat_matches_the_official_relu_on_the_main_branch_for_non_negative_input():
+    """Figure 2(c) puts the ReLU after the concatenation; the official code applies it to the main branch only.
+    Inside the network a unit's input comes out of a ReLU, so its average pool is non-negative: both agree."""
+    torch.manual_seed(0)
+    unit = ShuffleUnit(240, 480, stride=2, groups=3).eval()
+    x = torch.relu(torch.randn(2, 240, 28, 28))
+    with torch.no_grad():
+        main = unit.expand(unit.depthwise(channel_shuffle(unit.compress(x), 3)))
+        official = torch.cat((torch.nn.functional.avg_pool2d(x, 3, 2, 1), torch.relu(main)), dim=1)
+        assert torch.equal(unit(x), official)
 
 
 @pytest.mark.parametrize("groups", [1, 2, 3, 4, 8])
