@@ -80,3 +80,11 @@ def test_conv3x3_rejects_non_int_stride(stride):
     except (TypeError, ValueError):
         return
     raise AssertionError(f"conv3x3 accepted stride={stride!r}")
+
+
+@pytest.mark.parametrize("size, stride, expected", [(28, 1, 28), (28, 2, 14), (7, 2, 4), (56, 2, 28)])
+def test_conv3x3_keeps_the_size_at_stride_1_and_halves_it_at_stride_2(size, stride, expected):
+    depthwise = conv3x3(60, 60, stride=stride, groups=60)
+    assert depthwise.weight.shape == (60, 1, 3, 3)  # one 3x3 filter per channel
+    with torch.no_grad():
+        assert depthwise(torch.zeros(1, 60, size, size, device="meta")).shape == (1, 60, expected, expected)

@@ -106,3 +106,56 @@ def test_rejects_non_4d_input():
         channel_shuffle(torch.randn(12, 2, 2), 3)
     with pytest.raises(TypeError):
         channel_shuffle([[1.0]], 1)
+
+
+def _paths(layers, c):
+    """Boolean (output, input) matrix: True where output channel o depends on input channel i."""
+    point = torch.randn(1, c, 1, 1, dtype=torch.float64)
+    return torch.autograd.functional.jacobian(layers, point).reshape(c, c) != 0
+
+
+@pytest.mark.parametrize("c, groups", [(12, 3), (16, 4), (24, 2), (64, 8)])
+def test_shuffle_connects_every_group_of_two_stacked_group_convolutions(c, groups):
+    """Chapter 2: without the shuffle the paths are block-diagonal; with it (c >= g^2) they are complete."""
+    torch.manual_seed(c)
+    first = nn.Conv2d(c, c, 1, groups=groups, bias=False).double()
+    second = nn.Conv2d(c, c, 1, groups=groups, bias=False).double()
+    group_of = torch.arange(c) // (c // groups)
+    assert torch.equal(_paths(lambda x: second(first(x)), c), group_of[:, None] == group_of[None, :])
+    assert _paths(lambda x: second(channel_shuffle(first(x), groups)), c).all()
+
+
+@pytest.mark.parametrize("c, groups", [(24, 8), (48, 8), (8, 4)])
+def test_one_shuffle_reaches_only_c_over_g_source_groups_when_c_below_g_squared(c, groups):
+    size = c // groups
+    assert size < groups
+    source_group = source_of(c, groups) // size
+    for band in range(groups):
+        assert len(set(source_group[band * size:(band + 1) * size].tolist())) == size
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_shuffle_commutes_with_depthwise_conv_and_batchnorm_when_their_parameters_move(stride):
+    """Shuffle-then-depthwise (the paper) equals depthwise-then-shuffle (official code), weights permuted."""
+    torch.manual_seed(stride)
+    c, groups = 12, 3
+    before = nn.Sequential(nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), nn.BatchNorm2d(c))
+    with torch.no_grad():
+        before[1].weight.uniform_(0.5, 1.5)
+        before[1].bias.normal_()
+        before[1].running_mean.normal_()
+        before[1].running_var.uniform_(0.5, 2.0)
+    before.eval()
+    source = source_of(c, groups)
+    after = nn.Sequential(nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), nn.BatchNorm2d(c)).eval()
+    state = {}
+    for name, tensor in before.state_dict().items():
+        if tensor.dim() > 0:
+            moved = tensor.clone()
+            moved[source] = tensor
+            tensor = moved
+        state[name] = tensor
+    after.load_state_dict(state)
+    x = torch.randn(2, c, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(before(channel_shuffle(x, groups)), channel_shuffle(after(x), groups))
