@@ -765,7 +765,7 @@ def _common_arguments(parser: argparse.ArgumentParser, command: "Subcommand") ->
         return f"(default: {command.defaults.get(key)}; with --quick: {quick})"
 
     parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=None,
-                        help="devices to measure on (default: cpu, and cuda when available)")
+                        help="devices to measure on (default: cpu, and cuda when available unless --clock cpu)")
     parser.add_argument("--repeats", type=positive_int, default=None,
                         help=f"timed rounds per configuration {default('repeats')}")
     parser.add_argument("--warmup", type=positive_int, default=None,
@@ -774,7 +774,7 @@ def _common_arguments(parser: argparse.ArgumentParser, command: "Subcommand") ->
                         help="torch CPU threads (default: torch's own choice, usually one per core)")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                         help="wall: elapsed time; cpu: CPU time of the process, which leaves out time spent waiting "
-                             "for a core on a busy machine (needs --threads 1 and CPU devices) (default: wall)")
+                             "for a core on a busy machine (needs --threads 1; CPU only) (default: wall)")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default: 0)")
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds' run with few repeats and small sizes, for tests and smoke checks")
@@ -862,9 +862,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m shufflenet.bench",
         description="Measure how fast ShuffleNet runs, next to its multiply-adds (the book's Chapter 6). "
                     f"With no sub-command, runs '{DEFAULT_SUBCOMMAND}'.",
-        epilog="Timings are medians over interleaved rounds, with interquartile ranges; see the module "
-               "docstring. Example: python -m shufflenet.bench models --quick --out /tmp/bench",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog="Timings are medians over interleaved rounds, with interquartile ranges.\n"
+               "Each sub-command has its own options: python -m shufflenet.bench SUBCOMMAND --help.\n\n"
+               "examples:\n"
+               "  python -m shufflenet.bench --quick                  # a few seconds, one small model\n"
+               "  python -m shufflenet.bench models --out results     # also write results/models.json, .csv\n"
+               "  python -m shufflenet.bench shuffle --threads 1 --clock cpu   # on a machine shared with others",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
     for command in SUBCOMMANDS.values():
         child = sub.add_parser(command.name, help=command.help, description=command.help)
@@ -885,7 +889,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, key, None) is None:
             setattr(args, key, command.quick.get(key, value) if args.quick else value)
     if args.devices is None:
-        args.devices = available_devices()
+        args.devices = ["cpu"] if getattr(args, "clock", "wall") == "cpu" else available_devices()
     if "cuda" in args.devices and not torch.cuda.is_available():
         parser.error("--devices cuda: CUDA is not available on this machine")
     if getattr(args, "clock", "wall") == "cpu" and (args.threads != 1 or "cuda" in args.devices):

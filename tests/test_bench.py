@@ -52,6 +52,7 @@ def test_models_is_the_default_subcommand():
     (["models", "--batch", "two"], "expected a positive integer"),
     (["shuffle", "--shapes", "60x28"], "expected a shape CxHxW"),
     (["no-such-benchmark"], "invalid choice"),
+    (["shuffle", "--clock", "cpu"], "use it with --threads 1"),
 ])
 def test_bad_arguments_fail_with_a_clear_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
