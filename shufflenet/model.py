@@ -129,6 +129,9 @@ def shufflenet_v1(groups: int = 3, scale: float = 1.0, num_classes: int = 1000, 
     ``groups`` is one of 1, 2, 3, 4, 8 and ``scale`` one of 0.25, 0.5, 1.0, 1.5, 2.0; the channel
     widths come from :data:`WIDTHS`. ``small_input=True`` builds the 32x32 (CIFAR) variant, and
     ``shuffle=False`` the variant without channel shuffle (Table 3's ablation).
+
+    For inference, ``model.to(memory_format=torch.channels_last)`` is faster on every device we
+    measured, and ``torch.compile`` faster still (Chapter 6 of the book).
     """
     check_choice("groups", groups, GROUPS)
     check_choice("scale", scale, SCALES)

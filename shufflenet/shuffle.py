@@ -26,4 +26,9 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     n, c, h, w = x.shape
     if c % groups:
         raise ValueError(f"groups={groups} must divide the number of channels C={c}")
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+    # Equivalent to `x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)`, but the
+    # copy goes into a tensor laid out like x, so a channels_last network stays channels_last (the
+    # reshape would return NCHW and make the next convolution convert back).
+    out = torch.empty_like(x)
+    out.view(n, c // groups, groups, h, w).copy_(x.view(n, groups, c // groups, h, w).transpose(1, 2))
+    return out

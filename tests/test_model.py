@@ -190,3 +190,13 @@ def test_invalid_grouping_is_reported_by_our_code():
         ShuffleUnit(48, 48, stride=2, groups=3)
     with pytest.raises(ValueError, match="groups"):
         ShuffleNetV1((24, 100, 200, 400), groups=3)
+
+
+def test_channel_shuffle_keeps_the_memory_format_and_gradients():
+    x = torch.randn(2, 12, 5, 4).to(memory_format=torch.channels_last).requires_grad_()
+    out = channel_shuffle(x, 3)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, nn.ChannelShuffle(3)(x.detach()), rtol=0, atol=0)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    torch.testing.assert_close(x.grad, channel_shuffle(weights, 12 // 3), rtol=0, atol=0)  # the inverse
