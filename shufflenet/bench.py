@@ -857,6 +857,43 @@ register(Subcommand(
     quick={"forms": ["eager"], "size": 64, "iterations": 2, "warmup": 1}))
 
 
+def _pipeline_arguments(parser):
+    parser.add_argument("--data", default="synthetic", help="cifar10, synthetic or an ImageFolder directory "
+                                                            "laid out as train/<class>/* (default: synthetic)")
+    parser.add_argument("--groups", type=positive_int, default=3, help="ShuffleNet groups (default: 3)")
+    parser.add_argument("--scale", type=positive_float, default=0.25, help="ShuffleNet scale (default: 0.25)")
+    parser.add_argument("--batch", type=positive_int, default=None, help="batch size (default: 128)")
+    parser.add_argument("--train-steps", type=positive_int, default=None,
+                        help="timed training steps per measurement (default: 10)")
+    parser.add_argument("--data-steps", type=positive_int, default=None,
+                        help="timed batches per measurement of the pipeline alone (default: 40)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+
+
+def run_pipeline(args) -> dict:
+    from .data import benchmark_pipeline
+
+    machine_before = machine_info()
+    device = "cuda" if "cuda" in args.devices else "cpu"
+    result = benchmark_pipeline(args.data, args.groups, args.scale, args.batch, args.train_steps, args.data_steps,
+                                device, args.num_workers, repeats=args.repeats, warmup=args.warmup)
+    rows = [{"measure": measure, "fast_ips": round(result[f"fast_{key}_ips"], 1),
+             "dataloader_ips": round(result[f"dataloader_{key}_ips"], 1), "ratio": round(result[f"{key}_ratio"], 3)}
+            for measure, key in (("pipeline alone", "data"), ("with training step", "train"))]
+    table = format_table(rows, [("", "measure", ""), ("fast path img/s", "fast_ips", ".0f"),
+                                ("DataLoader img/s", "dataloader_ips", ".0f"), ("ratio", "ratio", ".2f")])
+    settings = {key: result[key] for key in ("data", "device", "num_workers", "batch_size", "model", "train_steps",
+                                             "data_steps", "warmup", "repeats")}
+    return _finish(args, "pipeline", settings, rows, machine_before, table, extra={"pipeline": result})
+
+
+register(Subcommand(
+    "pipeline", "images/s of the fast on-device data path against the per-image DataLoader path (Chapter 5)",
+    _pipeline_arguments, run_pipeline,
+    defaults={"batch": 128, "train_steps": 10, "data_steps": 40, "repeats": 3, "warmup": 2},
+    quick={"batch": 16, "train_steps": 1, "data_steps": 2, "repeats": 1, "warmup": 1}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m shufflenet.bench",

@@ -16,12 +16,11 @@ Two pipelines turn them into normalised, augmented float batches:
 * :func:`make_dataloader`, the reference: a :class:`torch.utils.data.DataLoader` that applies
   ``torchvision.transforms.v2`` to one image at a time, as most tutorials do.
 
-``python -m shufflenet.data bench`` measures both (see :func:`benchmark_pipeline`).
+``python -m shufflenet.bench pipeline`` measures both (see :func:`benchmark_pipeline`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -370,36 +369,3 @@ def benchmark_pipeline(data: str = "synthetic", groups: int = 3, scale: float = 
     result["data_ratio"] = result["fast_data_ips"] / result["dataloader_data_ips"]
     result["train_ratio"] = result["fast_train_ips"] / result["dataloader_train_ips"]
     return result
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shufflenet.data", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    bench = commands.add_parser("bench", help="images/s of the fast path vs the DataLoader path")
-    bench.add_argument("--data", default="synthetic", help="cifar10, synthetic or an ImageFolder directory")
-    bench.add_argument("--groups", type=int, default=3)
-    bench.add_argument("--scale", type=float, default=0.25)
-    bench.add_argument("--batch-size", type=int, default=128)
-    bench.add_argument("--train-steps", type=int, default=8)
-    bench.add_argument("--data-steps", type=int, default=40)
-    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    bench.add_argument("--num-workers", type=int, default=0)
-    bench.add_argument("--threads", type=int, default=None)
-    bench.add_argument("--repeats", type=int, default=3, help="keep the best of this many measurements")
-    bench.add_argument("--out", default=None, help="also write the result to this JSON file")
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("argument --device: 'cuda' requested but CUDA is not available (choose auto or cpu)")
-    result = benchmark_pipeline(args.data, args.groups, args.scale, args.batch_size, args.train_steps,
-                                args.data_steps, args.device, args.num_workers, threads=args.threads,
-                                repeats=args.repeats)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

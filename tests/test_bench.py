@@ -100,6 +100,17 @@ def test_quick_shuffle_run_compares_with_clone(tmp_path):
         assert math.isclose(r["shuffle_over_clone"], r["shuffle_us"] / r["clone_us"], rel_tol=0.01)
 
 
+def test_quick_pipeline_run_compares_fast_path_with_dataloader(tmp_path):
+    bench.main(["pipeline", "--quick", "--devices", "cpu", "--threads", "1", "--out", str(tmp_path)])
+    payload = json.loads((tmp_path / "pipeline.json").read_text())
+    rows = {r["measure"]: r for r in payload["results"]}
+    assert set(rows) == {"pipeline alone", "with training step"}
+    for r in rows.values():
+        assert r["fast_ips"] > 0 and r["dataloader_ips"] > 0
+        assert math.isclose(r["ratio"], r["fast_ips"] / r["dataloader_ips"], rel_tol=0.01)
+    assert payload["settings"]["data"] == "synthetic"
+
+
 def test_g2_widths_keep_the_flops_fixed():
     assert [bench.g2_channels(128, g) for g in (1, 2, 4, 8)] == [128, 180, 256, 360]
     for base in (64, 128):
