@@ -1,5 +1,6 @@
 """Argument checks shared by the package, so bad input fails early with a message that names it."""
 
+import argparse
 import numbers
 
 
@@ -18,3 +19,25 @@ def check_choice(name: str, value, allowed) -> None:
     if wrong_type or value not in allowed:
         shown = ", ".join(str(a) for a in allowed)
         raise ValueError(f"{name} must be one of {{{shown}}}, got {value!r}")
+
+
+def positive_int_arg(text: str) -> int:
+    """An argparse type: a positive integer, or a one-line error that shows what was given."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float_arg(text: str) -> float:
+    """An argparse type: a positive number, or a one-line error that shows what was given."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value

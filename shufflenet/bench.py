@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._checks import positive_float_arg, positive_int_arg
 from .conv import conv1x1
 from .model import shufflenet_v1
 from .shuffle import channel_shuffle
@@ -724,26 +725,6 @@ def register(subcommand: Subcommand) -> Subcommand:
     return subcommand
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def shape_chw(text: str) -> tuple:
     parts = text.lower().split("x")
     try:
@@ -766,11 +747,11 @@ def _common_arguments(parser: argparse.ArgumentParser, command: "Subcommand") ->
 
     parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=None,
                         help="devices to measure on (default: cpu, and cuda when available unless --clock cpu)")
-    parser.add_argument("--repeats", type=positive_int, default=None,
+    parser.add_argument("--repeats", type=positive_int_arg, default=None,
                         help=f"timed rounds per configuration {default('repeats')}")
-    parser.add_argument("--warmup", type=positive_int, default=None,
+    parser.add_argument("--warmup", type=positive_int_arg, default=None,
                         help=f"untimed calls per configuration before timing {default('warmup')}")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int_arg, default=None,
                         help="torch CPU threads (default: torch's own choice, usually one per core)")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                         help="wall: elapsed time; cpu: CPU time of the process, which leaves out time spent waiting "
@@ -792,32 +773,32 @@ def _models_arguments(parser):
     parser.add_argument("--compile-models", nargs="+", choices=list(MODELS) + ["all"], default=None, metavar="MODEL",
                         help="models to run in the compile forms, or 'all' (default: "
                              f"{' '.join(DEFAULT_COMPILE_MODELS)}; compiling takes tens of seconds per model)")
-    parser.add_argument("--batch", type=positive_int, default=None, help="batch size of the throughput run (default: 16)")
-    parser.add_argument("--size", type=positive_int, default=None, help="image height and width (default: 224)")
+    parser.add_argument("--batch", type=positive_int_arg, default=None, help="batch size of the throughput run (default: 16)")
+    parser.add_argument("--size", type=positive_int_arg, default=None, help="image height and width (default: 224)")
 
 
 def _shuffle_arguments(parser):
     parser.add_argument("--shapes", nargs="+", type=shape_chw, default=None, metavar="CxHxW",
                         help=f"tensor shapes without the batch (default: {' '.join(DEFAULT_SHUFFLE_SHAPES)}, "
                              "the bottlenecks of ShuffleNet 1x g=3 at 224x224)")
-    parser.add_argument("--batches", nargs="+", type=positive_int, default=None, help="batch sizes (default: 1 32)")
+    parser.add_argument("--batches", nargs="+", type=positive_int_arg, default=None, help="batch sizes (default: 1 32)")
     parser.add_argument("--layouts", nargs="+", choices=("nchw", "channels_last"), default=None,
                         help="memory layouts of the input (default: both)")
-    parser.add_argument("--groups", type=positive_int, default=3, help="shuffle groups (default: 3)")
-    parser.add_argument("--min-block-ms", type=positive_float, default=None,
+    parser.add_argument("--groups", type=positive_int_arg, default=3, help="shuffle groups (default: 3)")
+    parser.add_argument("--min-block-ms", type=positive_float_arg, default=None,
                         help="shortest timed block of calls, in ms (default: 2)")
 
 
 def _g2_arguments(parser):
-    parser.add_argument("--groups", nargs="+", type=positive_int, default=None, help="group counts (default: 1 2 4 8)")
-    parser.add_argument("--base-channels", nargs="+", type=positive_int, default=None,
+    parser.add_argument("--groups", nargs="+", type=positive_int_arg, default=None, help="group counts (default: 1 2 4 8)")
+    parser.add_argument("--base-channels", nargs="+", type=positive_int_arg, default=None,
                         help="channels at g = 1, widened by sqrt(g) for the others (default: 64 128)")
     parser.add_argument("--layouts", nargs="+", choices=("nchw", "channels_last"), default=None,
                         help="memory layouts (default: both)")
-    parser.add_argument("--batch", type=positive_int, default=None, help="batch size (default: 1)")
-    parser.add_argument("--size", type=positive_int, default=None, help="feature map height and width (default: 56)")
-    parser.add_argument("--depth", type=positive_int, default=10, help="stacked convolutions (default: 10)")
-    parser.add_argument("--min-block-ms", type=positive_float, default=None,
+    parser.add_argument("--batch", type=positive_int_arg, default=None, help="batch size (default: 1)")
+    parser.add_argument("--size", type=positive_int_arg, default=None, help="feature map height and width (default: 56)")
+    parser.add_argument("--depth", type=positive_int_arg, default=10, help="stacked convolutions (default: 10)")
+    parser.add_argument("--min-block-ms", type=positive_float_arg, default=None,
                         help="shortest timed block of calls, in ms (default: 20)")
 
 
@@ -826,9 +807,9 @@ def _profile_arguments(parser):
                         help="model to profile (default: shufflenet_v1_g3_x1_0)")
     parser.add_argument("--forms", nargs="+", choices=("eager", "channels_last"), default=None,
                         help="forms to profile (default: eager channels_last)")
-    parser.add_argument("--batch", type=positive_int, default=None, help="batch size (default: 1)")
-    parser.add_argument("--size", type=positive_int, default=None, help="image height and width (default: 224)")
-    parser.add_argument("--iterations", type=positive_int, default=None, help="profiled forward passes (default: 10)")
+    parser.add_argument("--batch", type=positive_int_arg, default=None, help="batch size (default: 1)")
+    parser.add_argument("--size", type=positive_int_arg, default=None, help="image height and width (default: 224)")
+    parser.add_argument("--iterations", type=positive_int_arg, default=None, help="profiled forward passes (default: 10)")
 
 
 register(Subcommand(
@@ -860,12 +841,12 @@ register(Subcommand(
 def _pipeline_arguments(parser):
     parser.add_argument("--data", default="synthetic", help="cifar10, synthetic or an ImageFolder directory "
                                                             "laid out as train/<class>/* (default: synthetic)")
-    parser.add_argument("--groups", type=positive_int, default=3, help="ShuffleNet groups (default: 3)")
-    parser.add_argument("--scale", type=positive_float, default=0.25, help="ShuffleNet scale (default: 0.25)")
-    parser.add_argument("--batch", type=positive_int, default=None, help="batch size (default: 128)")
-    parser.add_argument("--train-steps", type=positive_int, default=None,
+    parser.add_argument("--groups", type=positive_int_arg, default=3, help="ShuffleNet groups (default: 3)")
+    parser.add_argument("--scale", type=positive_float_arg, default=0.25, help="ShuffleNet scale (default: 0.25)")
+    parser.add_argument("--batch", type=positive_int_arg, default=None, help="batch size (default: 128)")
+    parser.add_argument("--train-steps", type=positive_int_arg, default=None,
                         help="timed training steps per measurement (default: 10)")
-    parser.add_argument("--data-steps", type=positive_int, default=None,
+    parser.add_argument("--data-steps", type=positive_int_arg, default=None,
                         help="timed batches per measurement of the pipeline alone (default: 40)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
 

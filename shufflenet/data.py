@@ -21,7 +21,6 @@ Two pipelines turn them into normalised, augmented float batches:
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._checks import positive_float_arg, positive_int_arg
 from .data import DeviceLoader, load_data, make_dataloader
 from .model import GROUPS, SCALES, shufflenet_v1
 
@@ -380,26 +381,6 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
 # Command line
 # ----------------------------------------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m shufflenet.train",
@@ -413,22 +394,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build the network without channel shuffle (ablation)")
     p.add_argument("--no-zero-init", dest="zero_init_residual", action="store_false",
                    help="keep the last BatchNorm scale of each residual branch at 1")
-    p.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
-    p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate "
+    p.add_argument("--epochs", type=positive_int_arg, default=defaults.epochs)
+    p.add_argument("--batch-size", type=positive_int_arg, default=defaults.batch_size)
+    p.add_argument("--lr", type=positive_float_arg, default=None, help="peak learning rate "
                    "(default: 0.1 * batch size / 128)")
     p.add_argument("--momentum", type=float, default=defaults.momentum)
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     p.add_argument("--schedule", choices=("onecycle", "cosine"), default=defaults.schedule)
-    p.add_argument("--limit", type=_positive_int, default=None, help="at most N images per split")
-    p.add_argument("--test-limit", type=_positive_int, default=None, help="at most N test images")
+    p.add_argument("--limit", type=positive_int_arg, default=None, help="at most N images per split")
+    p.add_argument("--test-limit", type=positive_int_arg, default=None, help="at most N test images")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--pipeline", choices=("fast", "dataloader"), default=defaults.pipeline)
     p.add_argument("--num-workers", type=int, default=defaults.num_workers)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads(N)")
+    p.add_argument("--threads", type=positive_int_arg, default=None, help="torch.set_num_threads(N)")
     p.add_argument("--out", default=defaults.out, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

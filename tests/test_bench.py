@@ -12,15 +12,6 @@ import torch
 from shufflenet import bench, shufflenet_v1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a busy machine, two threads make small forward passes stall (see Chapter 6)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_help_runs_as_a_module_and_lists_the_subcommands():
     result = subprocess.run([sys.executable, "-m", "shufflenet.bench", "--help"], capture_output=True, text=True,
                             timeout=60)

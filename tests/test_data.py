@@ -10,15 +10,6 @@ from shufflenet.data import (CIFAR10_MEAN, CIFAR10_STD, PADDING, DeviceLoader, S
                              load_data, make_dataloader, normalize, random_crop_flip, synthetic_cifar)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: on a small shared machine, two threads fighting over tiny tensors are slower, not faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def distinct_images(n, seed=0):
     """Images whose pixels are all different, so a crop can be located in its source unambiguously."""
     g = torch.Generator().manual_seed(seed)

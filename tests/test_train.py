@@ -12,15 +12,6 @@ from shufflenet.train import (CheckpointError, DivergedError, Interrupted, Train
 from shufflenet import shufflenet_v1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: on a small shared machine, two threads fighting over tiny tensors are slower, not faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(out, **changes) -> TrainConfig:
     settings = dict(data="synthetic", scale=0.25, limit=64, batch_size=32, epochs=2, device="cpu",
                     out=str(out), progress=False)
