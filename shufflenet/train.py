@@ -192,7 +192,8 @@ def load_checkpoint(path: Path) -> dict:
             raise ValueError(f"missing entries {sorted(missing)}")
     except Exception as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason[:200]}") from None
+        reason = reason.split(". ")[0][:200]  # torch's own messages go on for several sentences
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated or corrupted?): {reason}") from None
     return state
 
 
