@@ -47,6 +47,7 @@ from ._checks import positive_float_arg, positive_int_arg
 from .conv import conv1x1
 from .model import shufflenet_v1
 from .shuffle import channel_shuffle
+from .train import cpu_model_name
 
 # ----------------------------------------------------------------------------------------------------
 # Timing
@@ -115,17 +116,6 @@ def _cuda_sync(device: str) -> Callable[[], None] | None:
 
 # ----------------------------------------------------------------------------------------------------
 # The machine a result came from
-
-
-def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info() -> dict:
