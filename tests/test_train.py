@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from shufflenet import train as train_module
-from shufflenet.train import (CheckpointError, DivergedError, Interrupted, TrainConfig, confusion_matrix, main,
-                              parameter_groups, train)
+from shufflenet.train import (CheckpointError, DivergedError, Interrupted, TrainConfig, autocast_dtype,
+                              confusion_matrix, main, parameter_groups, train)
 from shufflenet import shufflenet_v1
 
 
@@ -75,6 +75,31 @@ def test_resume_gives_exactly_the_uninterrupted_run(tmp_path, resume_from):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("precision, dtype", [("bf16", "bfloat16"), ("fp16", "float16")])
+def test_mixed_precision_runs_and_resumes_exactly(tmp_path, precision, dtype):
+    """The autocast and gradient-scaler code of a GPU run, exercised on the CPU (fp16 uses the scaler)."""
+    straight = tmp_path / "straight"
+    summary = train(tiny_config(straight, precision=precision))
+    assert summary["precision"] == dtype
+    scaler_state = torch.load(straight / "checkpoint.pt", weights_only=True)["scaler"]
+    assert ("scale" in scaler_state) == (precision == "fp16")  # an enabled scaler saves its scale
+
+    stopped = tmp_path / "stopped"
+    with pytest.raises(Interrupted):
+        train(tiny_config(stopped, precision=precision), callback=InterruptAt(1, 1, stopped))
+    train(tiny_config(stopped, precision=precision), resume=True)
+    assert without_seconds(read_metrics(stopped)) == without_seconds(read_metrics(straight))
+    assert all(0 < row["train_loss"] < 10 for row in read_metrics(straight))
+
+
+def test_autocast_dtype_choices():
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu) is None and autocast_dtype(cpu, "fp32") is None
+    assert autocast_dtype(cpu, "bf16") == torch.bfloat16 and autocast_dtype(cpu, "fp16") == torch.float16
+    with pytest.raises(ValueError, match=r"precision must be one of .*'bf16'.*got 'half'"):
+        autocast_dtype(cpu, "half")
+
+
 def test_resume_refuses_other_options(tmp_path):
     train(tiny_config(tmp_path, epochs=1))
     with pytest.raises(CheckpointError, match=r"epochs=1 there, 2 now"):
@@ -98,6 +123,7 @@ def test_truncated_checkpoint_gives_one_line_error_and_is_left_alone(tmp_path, c
     (["--epochs", "0"], "--epochs"),
     (["--data", "/no/such/folder"], "--data"),
     (["--groups", "5"], "--groups"),
+    (["--precision", "half"], "--precision"),
 ])
 def test_bad_arguments_are_argparse_errors(tmp_path, capsys, args, argument):
     with pytest.raises(SystemExit) as exit_info:
