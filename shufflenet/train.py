@@ -17,7 +17,8 @@ Command line (``python -m shufflenet.train --help``)::
     python -m shufflenet.train --data cifar10 --groups 3 --scale 1.0 --epochs 30 --out runs/g3
 
 writes ``OUT/metrics.jsonl`` (one line per epoch), ``OUT/checkpoint.pt`` (after every epoch, and on
-Ctrl-C) and ``OUT/summary.json`` (at the end). ``--resume`` continues a stopped run exactly.
+Ctrl-C) and ``OUT/summary.json`` (at the end). ``--resume`` continues a stopped run exactly; ``--export DIR``
+then also writes the results folder the book commits (:func:`export_run`).
 """
 
 from __future__ import annotations
@@ -215,9 +216,11 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def check_same_config(saved: dict, config: TrainConfig, path: Path) -> None:
-    current = asdict(config)
-    differences = [f"{key}={saved.get(key)!r} there, {current[key]!r} now" for key in RESULT_KEYS
-                   if saved.get(key) != current[key]]
+    current, defaults = asdict(config), asdict(TrainConfig())
+    # An option missing from an older checkpoint did not exist yet: that run had its default.
+    saved = {key: saved.get(key, defaults[key]) for key in RESULT_KEYS}
+    differences = [f"{key}={saved[key]!r} there, {current[key]!r} now" for key in RESULT_KEYS
+                   if saved[key] != current[key]]
     if differences:
         raise CheckpointError(f"checkpoint {path} was made with other options ({'; '.join(differences)}); "
                               f"rerun with the same options or choose another --out")
@@ -396,6 +399,46 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Results for the book
+# ----------------------------------------------------------------------------------------------------
+
+def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
+    """Copy a finished run's results into ``dest``, the form the book commits under ``notebooks/results/``.
+
+    ``summary.json`` and ``metrics.jsonl`` as they are; ``model.pt``, the final weights alone (no optimiser
+    state); and ``confusion.json``, the confusion matrix of those weights over the run's whole test split,
+    evaluated in the run's precision. Its accuracy must agree with the summary's to within 10 images in
+    10,000 (a GPU's convolution kernels need not be bit-for-bit deterministic), or the data is not the run's.
+    """
+    out, dest = Path(config.out), Path(dest)
+    if not (out / "summary.json").is_file():
+        raise TrainingError(f"{out} holds no finished run (no summary.json) to export")
+    summary = json.loads((out / "summary.json").read_text())
+    state = load_checkpoint(out / "checkpoint.pt")
+    device = resolve_device(config.device)
+    _, test_split, classes = load_data(config.data, config.root, config.limit, config.seed)
+    test_split = test_split.subset(config.test_limit, config.seed)
+    model = shufflenet_v1(config.groups, config.scale, num_classes=len(classes), small_input=True,
+                          shuffle=config.shuffle)
+    model.load_state_dict(state["model"])
+    model = model.to(device, memory_format=torch.channels_last)
+    predictions, targets = predict(model, DeviceLoader(test_split, 1024, device, train=False), device,
+                                   autocast_dtype(device, config.precision))
+    matrix = confusion_matrix(predictions, targets, len(classes))
+    accuracy = round(matrix.diag().sum().item() / len(targets), 6)
+    if abs(accuracy - summary["test_acc"]) > 1e-3:
+        raise TrainingError(f"the final weights score {accuracy} on the test split, the summary says "
+                            f"{summary['test_acc']}: is this the data the run was made with?")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.json", "metrics.jsonl"):
+        atomic_save((out / name).read_text(), dest / name)
+    atomic_save({k: v.contiguous() for k, v in state["model"].items()}, dest / "model.pt")
+    confusion = {"classes": classes, "matrix": matrix.tolist(), "test_images": len(targets), "accuracy": accuracy}
+    atomic_save(json.dumps(confusion, indent=1) + "\n", dest / "confusion.json")
+    return confusion
+
+
+# ----------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------
 
@@ -433,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=defaults.out, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--export", metavar="DIR", default=None, help="at the end, write the results folder the "
+                   "book commits (summary, metrics, final weights, confusion matrix) to DIR")
     return p
 
 
@@ -464,6 +509,13 @@ def main(argv=None) -> int:
         return 130 if isinstance(error, Interrupted) else 1
     print(f"done: test accuracy {summary['test_acc']:.4f} after {summary['epochs']} epochs "
           f"in {summary['seconds']:.0f} s on {summary['device']}; results in {config.out}")
+    if args.export:
+        try:
+            export_run(config, args.export)
+        except TrainingError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"exported summary, metrics, final weights and confusion matrix to {args.export}")
     return 0
 
 

@@ -100,10 +100,42 @@ def test_autocast_dtype_choices():
         autocast_dtype(cpu, "half")
 
 
+def test_export_writes_the_results_folder_of_a_finished_run(tmp_path, capsys):
+    run, dest = tmp_path / "run", tmp_path / "results"
+    args = ["--data", "synthetic", "--scale", "0.25", "--limit", "64", "--batch-size", "32", "--epochs", "1",
+            "--device", "cpu", "--out", str(run), "--no-progress"]
+    assert main(args) == 0
+    assert main(args + ["--resume", "--export", str(dest)]) == 0  # a finished run: nothing to train
+    assert sorted(p.name for p in dest.iterdir()) == ["confusion.json", "metrics.jsonl", "model.pt", "summary.json"]
+    summary = json.loads((dest / "summary.json").read_text())
+    confusion = json.loads((dest / "confusion.json").read_text())
+    matrix = torch.tensor(confusion["matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == confusion["test_images"] == summary["test_images"]
+    assert confusion["accuracy"] == summary["test_acc"] == round(matrix.diag().sum().item() / matrix.sum().item(), 6)
+    model = shufflenet_v1(3, 0.25, num_classes=10, small_input=True)
+    model.load_state_dict(torch.load(dest / "model.pt", weights_only=True))
+
+
+def test_export_of_an_unfinished_run_is_a_clear_error(tmp_path):
+    with pytest.raises(train_module.TrainingError, match="no finished run"):
+        train_module.export_run(tiny_config(tmp_path), tmp_path / "results")
+
+
 def test_resume_refuses_other_options(tmp_path):
     train(tiny_config(tmp_path, epochs=1))
     with pytest.raises(CheckpointError, match=r"epochs=1 there, 2 now"):
         train(tiny_config(tmp_path, epochs=2), resume=True)
+
+
+def test_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp_path):
+    train(tiny_config(tmp_path, epochs=1))
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["precision"]  # as written before --precision existed
+    torch.save(state, path)
+    assert train(tiny_config(tmp_path, epochs=1), resume=True)["epochs"] == 1
+    with pytest.raises(CheckpointError, match=r"precision='auto' there, 'bf16' now"):
+        train(tiny_config(tmp_path, epochs=1, precision="bf16"), resume=True)
 
 
 def test_truncated_checkpoint_gives_one_line_error_and_is_left_alone(tmp_path, capsys):
