@@ -226,6 +226,21 @@ def check_same_config(saved: dict, config: TrainConfig, path: Path) -> None:
                               f"rerun with the same options or choose another --out")
 
 
+def load_splits(config: TrainConfig) -> tuple:
+    """The run's training and test splits (``limit`` and ``test_limit`` applied) and its class names."""
+    train_split, test_split, classes = load_data(config.data, config.root, config.limit, config.seed)
+    return train_split, test_split.subset(config.test_limit, config.seed), classes
+
+
+def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> nn.Module:
+    """The run's network (32x32 variant), on ``device`` in ``channels_last`` layout."""
+    model = shufflenet_v1(config.groups, config.scale, num_classes=num_classes, small_input=True,
+                          shuffle=config.shuffle)
+    if config.zero_init_residual:
+        zero_init_residual(model)
+    return model.to(device, memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype | None) -> tuple:
     """Predicted and true labels over a whole split."""
@@ -260,8 +275,7 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     checkpoint_path = out / "checkpoint.pt"
 
     # 1. Data. The fast path keeps every image on the device as uint8 and augments there.
-    train_split, test_split, classes = load_data(config.data, config.root, config.limit, config.seed)
-    test_split = test_split.subset(config.test_limit, config.seed)
+    train_split, test_split, classes = load_splits(config)
     if len(train_split) < config.batch_size:
         raise TrainingError(f"only {len(train_split)} training images for batch size {config.batch_size}")
     if config.pipeline == "fast":
@@ -274,11 +288,7 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
 
     # 2. Model, optimiser, schedule, mixed precision.
     torch.manual_seed(config.seed)
-    model = shufflenet_v1(config.groups, config.scale, num_classes=len(classes), small_input=True,
-                          shuffle=config.shuffle)
-    if config.zero_init_residual:
-        zero_init_residual(model)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = build_model(config, len(classes), device)
     optimizer = torch.optim.SGD(parameter_groups(model, config.weight_decay), lr=config.peak_lr,
                                 momentum=config.momentum, nesterov=True)
     scheduler = make_scheduler(config, optimizer, config.epochs * steps_per_epoch)
@@ -391,7 +401,8 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
         "device": device_name(device), "data": data_name, "groups": config.groups, "scale": config.scale,
         "shuffle": config.shuffle, "limit": config.limit, "test_limit": config.test_limit,
         "threads": torch.get_num_threads(), "train_images": len(train_split), "test_images": len(test_split),
-        "peak_lr": config.peak_lr, "precision": str(dtype or torch.float32).removeprefix("torch."), "parameters": sum(p.numel() for p in model.parameters()),
+        "peak_lr": config.peak_lr, "precision": str(dtype or torch.float32).removeprefix("torch."),
+        "parameters": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__, "config": asdict(config),
     }
     atomic_save(json.dumps(summary, indent=2) + "\n", out / "summary.json")
@@ -416,12 +427,9 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     state = load_checkpoint(out / "checkpoint.pt")
     device = resolve_device(config.device)
-    _, test_split, classes = load_data(config.data, config.root, config.limit, config.seed)
-    test_split = test_split.subset(config.test_limit, config.seed)
-    model = shufflenet_v1(config.groups, config.scale, num_classes=len(classes), small_input=True,
-                          shuffle=config.shuffle)
+    _, test_split, classes = load_splits(config)
+    model = build_model(config, len(classes), device)
     model.load_state_dict(state["model"])
-    model = model.to(device, memory_format=torch.channels_last)
     predictions, targets = predict(model, DeviceLoader(test_split, 1024, device, train=False), device,
                                    autocast_dtype(device, config.precision))
     matrix = confusion_matrix(predictions, targets, len(classes))
