@@ -47,7 +47,7 @@ from ._checks import positive_float_arg, positive_int_arg
 from .conv import conv1x1
 from .model import shufflenet_v1
 from .shuffle import channel_shuffle
-from .train import cpu_model_name
+from .runtime import cpu_model_name
 
 # ----------------------------------------------------------------------------------------------------
 # Timing

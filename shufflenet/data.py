@@ -22,13 +22,14 @@ Two pipelines turn them into normalised, augmented float batches:
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from .runtime import atomic_save, device_name
 
 # Per-channel mean and standard deviation of the CIFAR-10 training images (pixel values in [0, 1]).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -104,20 +105,6 @@ def _read_image_folder(folder: Path) -> tuple[Split, list[str]]:
     return Split(images, labels), list(index.classes)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is for everyone who can read the folder
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def load_image_folder(directory: str | os.PathLike, cache: bool = True) -> tuple[Split, Split, list[str]]:
     """A ``train/<class>/*`` + ``test/<class>/*`` directory, decoded once and cached as ``<dir>.pt``."""
     directory = Path(directory)
@@ -137,7 +124,7 @@ def load_image_folder(directory: str | os.PathLike, cache: bool = True) -> tuple
     if test_classes != classes:
         raise ValueError(f"{directory}: train and test folders have different classes")
     if cache and os.access(directory.parent, os.W_OK):
-        _atomic_torch_save({"train_images": train.images, "train_labels": train.labels,
+        atomic_save({"train_images": train.images, "train_labels": train.labels,
                             "test_images": test.images, "test_labels": test.labels,
                             "classes": classes}, cache_path)
     return train, test, classes
@@ -313,7 +300,6 @@ def benchmark_pipeline(data: str = "synthetic", groups: int = 3, scale: float = 
     the ``data`` ratio shows what the pipeline alone costs. Each rate is the best of ``repeats``.
     """
     from .model import shufflenet_v1
-    from .train import device_name
 
     if threads:
         torch.set_num_threads(threads)

@@ -28,10 +28,8 @@ import itertools
 import json
 import math
 import os
-import platform
 import random
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -40,8 +38,10 @@ import torch
 from torch import nn
 
 from ._checks import positive_float_arg, positive_int_arg
+from . import runtime
 from .data import DeviceLoader, load_data, make_dataloader
 from .model import GROUPS, SCALES, shufflenet_v1
+from .runtime import atomic_save, cpu_model_name, device_name  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -103,28 +103,10 @@ class Interrupted(TrainingError):
 # ----------------------------------------------------------------------------------------------------
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("device 'cuda' requested but CUDA is not available on this machine")
-    return torch.device(name)
-
-
-def cpu_model_name() -> str:
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU: {cpu_model_name()}, {torch.get_num_threads()} thread(s)"
+        return runtime.resolve_device(name)
+    except RuntimeError as error:
+        raise TrainingError(str(error)) from None
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -182,23 +164,6 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def atomic_save(obj, path: Path) -> None:
-    """Save to a temporary file next to ``path`` and rename it: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        if isinstance(obj, str):
-            Path(tmp).write_text(obj)
-        else:
-            torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are for everyone who can read the folder
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def load_checkpoint(path: Path) -> dict:
