@@ -21,6 +21,7 @@ Two pipelines turn them into normalised, augmented float batches:
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -179,8 +180,8 @@ def random_crop_flip(images: torch.Tensor, padding: int = PADDING, flip: bool = 
 def normalize(images: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 -> float in [0, 1] -> (x - mean) / std per channel, as ToDtype(scale=True) + Normalize."""
-    mean = torch.tensor(mean, device=images.device, dtype=dtype).view(1, -1, 1, 1)
-    std = torch.tensor(std, device=images.device, dtype=dtype).view(1, -1, 1, 1)
+    mean = torch.as_tensor(mean, device=images.device, dtype=dtype).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, device=images.device, dtype=dtype).view(1, -1, 1, 1)
     return (images.to(dtype) / 255 - mean) / std
 
 
@@ -207,6 +208,9 @@ class DeviceLoader:
         self.train = train  # shuffle, drop the last partial batch and augment; else plain, ordered batches
         self.seed = seed
         self.channels_last = channels_last
+        # Made once: copying the constants to the GPU for every batch would wait for the GPU each time.
+        self.mean = torch.tensor(CIFAR10_MEAN, device=self.device)
+        self.std = torch.tensor(CIFAR10_STD, device=self.device)
         self.epoch = 0
         self.start_step = 0
 
@@ -229,7 +233,7 @@ class DeviceLoader:
             if self.train:
                 generator = epoch_generator(self.seed, self.epoch, step, device=self.device)
                 images = random_crop_flip(images, generator=generator)
-            images = normalize(images)
+            images = normalize(images, self.mean, self.std)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, self.labels[index]
@@ -266,6 +270,31 @@ def make_dataloader(split: Split, batch_size: int, train: bool, num_workers: int
     return DataLoader(TransformedSplit(split, reference_transform(augment=train)), batch_size=batch_size,
                       shuffle=train, drop_last=train, num_workers=num_workers,
                       generator=epoch_generator(seed, epoch), persistent_workers=False)
+
+
+class ReferenceLoader:
+    """The reference pipeline behind the same interface as :class:`DeviceLoader`.
+
+    ``set_epoch(e, start_step)`` then iterating gives the batches of epoch ``e`` from ``start_step`` on.
+    The per-image transforms draw from torch's global generator (in the workers, from seeds it hands
+    them), so each epoch seeds it from ``(seed, epoch)``: a resumed epoch draws the same crops again.
+    """
+
+    def __init__(self, split: Split, batch_size: int, num_workers: int = 0, seed: int = 0):
+        self.split, self.batch_size, self.num_workers, self.seed = split, batch_size, num_workers, seed
+        self.epoch, self.start_step = 0, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __len__(self) -> int:
+        return len(self.split) // self.batch_size
+
+    def __iter__(self):
+        torch.manual_seed(epoch_generator(self.seed, self.epoch).initial_seed())
+        loader = make_dataloader(self.split, self.batch_size, train=True, num_workers=self.num_workers,
+                                 seed=self.seed, epoch=self.epoch)
+        return itertools.islice(iter(loader), self.start_step, None)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ The recipe, top to bottom in :func:`train`:
 * a one-cycle learning-rate schedule (Smith and Topin, 2019) or a cosine one, stepped every batch;
   the default peak learning rate follows the linear scaling rule (Goyal et al., 2017): 0.1 per 128 images;
 * label smoothing 0.1 (Szegedy et al., 2016);
-* on a GPU: mixed precision (bf16 where supported, else fp16 with a gradient scaler; Micikevicius et al.,
-  2018), ``channels_last`` memory layout, optionally ``torch.compile``; on a CPU, fp32 unless
-  ``--precision bf16`` asks for bf16 autocast (about 1.4x faster on a CPU with AVX512-BF16);
+* mixed precision (Micikevicius et al., 2018): on a GPU, bf16 where the GPU computes it natively (compute
+  capability 8.0 or newer: A100, H100, L4, RTX 30xx and later), else fp16 with a gradient scaler (T4,
+  V100); on a CPU fp32 unless ``--precision bf16`` asks for bf16 autocast, which pays only on CPUs with
+  native bf16 (AVX512-BF16 or AMX); ``channels_last`` memory layout; optionally ``torch.compile``;
 * evaluation on the test split after every epoch.
 
 Command line (``python -m shufflenet.train --help``)::
@@ -17,31 +18,36 @@ Command line (``python -m shufflenet.train --help``)::
     python -m shufflenet.train --data cifar10 --groups 3 --scale 1.0 --epochs 30 --out runs/g3
 
 writes ``OUT/metrics.jsonl`` (one line per epoch), ``OUT/checkpoint.pt`` (after every epoch, and on
-Ctrl-C) and ``OUT/summary.json`` (at the end). ``--resume`` continues a stopped run exactly; ``--export DIR``
-then also writes the results folder the book commits (:func:`export_run`).
+Ctrl-C, at the next step boundary) and ``OUT/summary.json`` (at the end). ``--resume`` continues a stopped
+run exactly; ``--export DIR`` then also writes the results folder the book commits (:func:`export_run`).
+The bookkeeping (run state, checkpoints, Ctrl-C) lives in ``bookkeeping.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
-import random
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ._checks import positive_float_arg, positive_int_arg
 from . import runtime
-from .data import DeviceLoader, load_data, make_dataloader
+from ._checks import positive_float_arg, positive_int_arg
+from .bookkeeping import (PRECISION_NAMES, Checkpoint, CheckpointError, DeferredInterrupt, RunState,
+                          TrainingError, read_checkpoint)
+from .data import DeviceLoader, ReferenceLoader, load_data, make_dataloader
 from .model import GROUPS, SCALES, shufflenet_v1
-from .runtime import atomic_save, cpu_model_name, device_name  # noqa: F401 (re-exported)
+from .runtime import atomic_save, device_name
+from .unit import ShuffleUnit
+
+MIXINGS = ("shuffle", "none", "random")
 
 
 @dataclass
@@ -50,7 +56,7 @@ class TrainConfig:
     root: str | None = None          # where torchvision keeps (or downloads) CIFAR-10
     groups: int = 3
     scale: float = 1.0
-    shuffle: bool = True             # False: the network without channel shuffle (Table 3 ablation)
+    mixing: str = "shuffle"          # between group convolutions: "shuffle", "none" or "random" (Table 3)
     zero_init_residual: bool = True  # start each residual branch at zero (its last BN scale = 0)
     epochs: int = 30
     batch_size: int = 512
@@ -65,7 +71,7 @@ class TrainConfig:
     pipeline: str = "fast"           # "fast" (DeviceLoader) or "dataloader" (the per-image reference)
     num_workers: int = 2             # DataLoader workers (dataloader pipeline only)
     device: str = "auto"
-    precision: str = "auto"          # "auto" (GPU: bf16, else fp16; CPU: fp32), "fp32", "bf16", "fp16"
+    precision: str = "auto"          # "auto", "fp32", "bf16", "fp16": see autocast_dtype
     compile: bool = False
     threads: int | None = None       # torch.set_num_threads, for polite CPU runs
     out: str = "runs/shufflenet"
@@ -74,20 +80,6 @@ class TrainConfig:
     @property
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else 0.1 * self.batch_size / 128
-
-
-# Options that change the result: a checkpoint may only be resumed with the same values.
-RESULT_KEYS = ("data", "groups", "scale", "shuffle", "zero_init_residual", "epochs", "batch_size", "lr",
-               "momentum", "weight_decay", "label_smoothing", "schedule", "limit", "test_limit", "seed", "pipeline",
-               "precision")
-
-
-class TrainingError(Exception):
-    """A problem the command line reports in one line, without a traceback."""
-
-
-class CheckpointError(TrainingError):
-    pass
 
 
 class DivergedError(TrainingError):
@@ -119,16 +111,28 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def zero_init_residual(model: nn.Module) -> None:
     """Set the last BatchNorm scale of every residual branch to zero (Goyal et al., 2017).
 
-    Each stride-1 ShuffleNet unit then starts as the identity, and the network as a shallow one. Without
-    it, the sum of sixteen residual branches with unit-variance outputs makes the early steps unstable:
-    on the JPEG copy of CIFAR-10 the loss climbed from 2.3 to above 4 within the first epoch, while the
-    learning rate was still warming up.
+    Each stride-1 ShuffleNet unit (13 of the 16) then starts as the identity, and the network as a
+    shallow one. Without it, the sum of thirteen residual branches with unit-variance outputs makes the
+    early steps unstable: on the JPEG copy of CIFAR-10 the loss climbed from 2.3 to above 4 within the
+    first epoch, while the learning rate was still warming up.
     """
-    from .unit import ShuffleUnit
-
     for unit in model.modules():
         if isinstance(unit, ShuffleUnit) and unit.stride == 1:
             nn.init.zeros_(unit.expand[-1].weight)
+
+
+def permute_channels(model: nn.Module, seed: int = 0) -> None:
+    """The control for channel shuffle: each unit of a network built with ``shuffle=False`` permutes the
+    channels between its group convolutions by its own fixed *random* permutation instead.
+
+    The permutation is a buffer of the unit's first convolution block, so it travels with the weights.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for unit in model.modules():
+        if isinstance(unit, ShuffleUnit) and unit.groups > 1:
+            block = unit.compress
+            block.register_buffer("permutation", torch.randperm(block[0].out_channels, generator=generator))
+            block.register_forward_hook(lambda module, inputs, out: out.index_select(1, module.permutation))
 
 
 def make_scheduler(config: TrainConfig, optimizer, total_steps: int):
@@ -151,44 +155,41 @@ def make_scheduler(config: TrainConfig, optimizer, total_steps: int):
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Does ``device`` compute in bfloat16 natively?
+
+    A GPU from compute capability 8.0 on (``torch.cuda.is_bf16_supported()`` also says True on older
+    GPUs, where bf16 is emulated and cuDNN has no bf16 convolutions); a CPU with AVX512-BF16 or AMX.
+    """
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32.
 
-    ``auto``: bf16 where the GPU supports it, else fp16 (which needs the gradient scaler); fp32 on a CPU,
-    the safe default there. ``bf16`` and ``fp16`` ask for that autocast dtype on any device.
+    ``auto``: on a GPU, bf16 where it is native, else fp16 (which needs the gradient scaler); on a CPU,
+    fp32, the safe default there. ``bf16`` and ``fp16`` ask for that dtype on any device; ``bf16``
+    where it is not native warns, because it is emulated and slow (a T4 or most CPUs).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
+    if precision == "bf16" and not native_bf16(device):
+        where = "this GPU (compute capability below 8.0)" if device.type == "cuda" else \
+            "this CPU (no AVX512-BF16 or AMX)"
+        warnings.warn(f"--precision bf16: {where} has no native bfloat16, so it is emulated and can be "
+                      f"several times slower than fp32; prefer --precision auto", stacklevel=2)
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint safely (``weights_only=True``); any problem becomes a one-line error."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        missing = {"model", "optimizer", "scheduler", "epoch", "config", "history"} - set(state)
-        if missing:
-            raise ValueError(f"missing entries {sorted(missing)}")
-    except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        reason = reason.split(". ")[0][:200]  # torch's own messages go on for several sentences
-        raise CheckpointError(f"cannot read checkpoint {path} (truncated or corrupted?): {reason}") from None
-    return state
-
-
-def check_same_config(saved: dict, config: TrainConfig, path: Path) -> None:
-    current, defaults = asdict(config), asdict(TrainConfig())
-    # An option missing from an older checkpoint did not exist yet: that run had its default.
-    saved = {key: saved.get(key, defaults[key]) for key in RESULT_KEYS}
-    differences = [f"{key}={saved[key]!r} there, {current[key]!r} now" for key in RESULT_KEYS
-                   if saved[key] != current[key]]
-    if differences:
-        raise CheckpointError(f"checkpoint {path} was made with other options ({'; '.join(differences)}); "
-                              f"rerun with the same options or choose another --out")
 
 
 def load_splits(config: TrainConfig) -> tuple:
@@ -197,18 +198,32 @@ def load_splits(config: TrainConfig) -> tuple:
     return train_split, test_split.subset(config.test_limit, config.seed), classes
 
 
+def make_batches(config: TrainConfig, train_split, test_split, device: torch.device) -> tuple:
+    """Training and test batches of the chosen pipeline, both with ``set_epoch(epoch, start_step)``."""
+    if len(train_split) < config.batch_size:
+        raise TrainingError(f"only {len(train_split)} training images for batch size {config.batch_size}")
+    if config.pipeline == "fast":  # every image stays on the device as uint8; batches augmented there
+        return (DeviceLoader(train_split, config.batch_size, device, train=True, seed=config.seed),
+                DeviceLoader(test_split, 1024, device, train=False))
+    return (ReferenceLoader(train_split, config.batch_size, config.num_workers, config.seed),
+            make_dataloader(test_split, 1024, train=False, num_workers=config.num_workers))
+
+
 def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> nn.Module:
     """The run's network (32x32 variant), on ``device`` in ``channels_last`` layout."""
     model = shufflenet_v1(config.groups, config.scale, num_classes=num_classes, small_input=True,
-                          shuffle=config.shuffle)
+                          shuffle=config.mixing == "shuffle")
+    if config.mixing == "random":
+        permute_channels(model, config.seed)
     if config.zero_init_residual:
         zero_init_residual(model)
     return model.to(device, memory_format=torch.channels_last)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype | None) -> tuple:
-    """Predicted and true labels over a whole split."""
+def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype | None,
+            stop=lambda: False) -> tuple | None:
+    """Predicted and true labels over a whole split; None if ``stop()`` turns true on the way."""
     model.eval()
     predictions, targets = [], []
     for images, labels in batches:
@@ -217,6 +232,8 @@ def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype 
             logits = model(images)
         predictions.append(logits.argmax(1).cpu())
         targets.append(labels.cpu())
+        if stop():
+            return None
     return torch.cat(predictions), torch.cat(targets)
 
 
@@ -230,147 +247,118 @@ def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_class
 # The training loop
 # ----------------------------------------------------------------------------------------------------
 
+def train_step(model, images, labels, optimizer, scheduler, scaler, criterion, dtype) -> torch.Tensor:
+    """One step of SGD on one batch; returns the loss (on the device: reading it would wait for the GPU)."""
+    device_type = images.device.type
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        loss = criterion(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return loss
+
+
 def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     """Train as ``config`` says and return the summary. ``callback(epoch, step)`` runs after each step."""
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
+    dtype = autocast_dtype(device, config.precision)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = out / "checkpoint.pt"
 
-    # 1. Data. The fast path keeps every image on the device as uint8 and augments there.
+    # 1. Data.
     train_split, test_split, classes = load_splits(config)
-    if len(train_split) < config.batch_size:
-        raise TrainingError(f"only {len(train_split)} training images for batch size {config.batch_size}")
-    if config.pipeline == "fast":
-        train_batches = DeviceLoader(train_split, config.batch_size, device, train=True, seed=config.seed)
-        test_batches = DeviceLoader(test_split, 1024, device, train=False)
-        steps_per_epoch = len(train_batches)
-    else:
-        steps_per_epoch = len(train_split) // config.batch_size
-        test_batches = make_dataloader(test_split, 1024, train=False, num_workers=config.num_workers)
+    train_batches, test_batches = make_batches(config, train_split, test_split, device)
 
-    # 2. Model, optimiser, schedule, mixed precision.
+    # 2. Model, optimiser, schedule, loss; fp16 gradients underflow without a gradient scaler.
     torch.manual_seed(config.seed)
     model = build_model(config, len(classes), device)
     optimizer = torch.optim.SGD(parameter_groups(model, config.weight_decay), lr=config.peak_lr,
                                 momentum=config.momentum, nesterov=True)
-    scheduler = make_scheduler(config, optimizer, config.epochs * steps_per_epoch)
-    dtype = autocast_dtype(device, config.precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 gradients underflow
+    scheduler = make_scheduler(config, optimizer, config.epochs * len(train_batches))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     step_model = torch.compile(model) if config.compile else model
 
-    # 3. Where to start: from scratch, or exactly where a checkpoint stopped.
-    epoch, start_step, history, elapsed = 0, 0, [], 0.0
-    loss_sum, loss_count, epoch_seconds = torch.zeros((), device=device), 0, 0.0
-    if resume:
-        if not checkpoint_path.is_file():
-            raise CheckpointError(f"no checkpoint to resume at {checkpoint_path}")
-        state = load_checkpoint(checkpoint_path)
-        check_same_config(state["config"], config, checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        epoch, start_step, history = state["epoch"], state["step"], list(state["history"])
-        loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
-        epoch_seconds, elapsed = state["epoch_seconds"], state["elapsed"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        random.setstate(state["rng"]["python"])
+    # 3. From scratch, or exactly where a checkpoint stopped.
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    checkpoint = Checkpoint(out / "checkpoint.pt", config, device, dtype, parts)
+    run = checkpoint.restore() if resume else RunState()
+    first_epoch = run.epoch
 
-    def save_checkpoint(epoch: int, step: int) -> None:
-        atomic_save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "step": step, "history": history, "elapsed": elapsed,
-            "loss_sum": loss_sum.detach().cpu(), "loss_count": loss_count, "epoch_seconds": epoch_seconds,
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-                    "python": random.getstate()},
-            "config": asdict(config),
-        }, checkpoint_path)
-
-    def write_metrics() -> None:
-        atomic_save("".join(json.dumps(row) + "\n" for row in history), out / "metrics.jsonl")
-
-    from tqdm import tqdm
-
-    # 4. Epochs: train on every batch, then evaluate on the test split.
-    while epoch < config.epochs:
-        model.train()
-        started = time.perf_counter()
-        if config.pipeline == "fast":
-            train_batches.set_epoch(epoch, start_step)
-            batches = iter(train_batches)
-        else:
-            torch.manual_seed(config.seed * 1_000_003 + epoch)  # the per-image transforms draw from here
-            loader = make_dataloader(train_split, config.batch_size, train=True,
-                                     num_workers=config.num_workers, seed=config.seed, epoch=epoch)
-            batches = itertools.islice(iter(loader), start_step, None)
-        bar = tqdm(batches, total=steps_per_epoch, initial=start_step, disable=not config.progress,
-                   desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, mininterval=1.0)
-        step = start_step
-        try:
-            for images, labels in bar:
-                images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                labels = labels.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    loss = criterion(step_model(images), labels)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                loss_sum += loss.detach().float() * len(labels)
-                loss_count += len(labels)
-                step += 1
-                # Checking the loss costs a GPU sync, so only every few steps (and at the epoch's end).
-                if step % 10 == 0 or step == steps_per_epoch:
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise DivergedError(
-                            f"the loss became {value} at epoch {epoch + 1}, step {step}: training diverged; "
-                            f"try a lower --lr (peak learning rate now {config.peak_lr:g})")
-                    bar.set_postfix(loss=f"{value:.3f}")
+    # 4. Epochs: train on every batch, then evaluate on the test split. Ctrl-C stops between steps.
+    with DeferredInterrupt() as interrupt:
+        while run.epoch < config.epochs:
+            started = time.perf_counter()
+            model.train()
+            train_batches.set_epoch(run.epoch, run.step)
+            for images, labels in progress_bar(train_batches, run, config):
+                loss = train_step(step_model, images, labels, optimizer, scheduler, scaler, criterion,
+                                  dtype)
+                run.add_step(loss, len(labels))
+                if run.step % 10 == 0 or run.step == len(train_batches):  # .item() waits for the GPU
+                    check_finite(loss.item(), run, config)
                 if callback is not None:
-                    callback(epoch, step)
-            bar.close()
-            predictions, targets = predict(model, test_batches, device, dtype)
-        except KeyboardInterrupt:  # Ctrl-C: keep every finished step; a resumed run redoes the evaluation
-            bar.close()
-            epoch_seconds += time.perf_counter() - started
-            save_checkpoint(epoch, step)
-            raise Interrupted(f"interrupted at epoch {epoch + 1}, step {step}: checkpoint saved to "
-                              f"{checkpoint_path}; rerun with --resume to continue") from None
-        epoch_seconds += time.perf_counter() - started
-        elapsed += epoch_seconds
-        history.append({"epoch": epoch + 1, "train_loss": round(loss_sum.item() / loss_count, 6),
-                        "test_acc": round((predictions == targets).float().mean().item(), 6),
-                        "lr": scheduler.get_last_lr()[0], "seconds": round(epoch_seconds, 3)})
-        epoch, start_step = epoch + 1, 0
-        loss_sum, loss_count, epoch_seconds = torch.zeros((), device=device), 0, 0.0
-        save_checkpoint(epoch, 0)
-        write_metrics()
-        row = history[-1]  # one line per epoch, also without a progress bar (logs of background runs)
-        print(f"epoch {row['epoch']:3d}/{config.epochs}  train loss {row['train_loss']:.4f}  "
-              f"test acc {row['test_acc']:.4f}  lr {row['lr']:.4g}  {row['seconds']:.1f} s", flush=True)
+                    callback(run.epoch, run.step)
+                if interrupt.requested:
+                    break
+            result = None if interrupt.requested else \
+                predict(model, test_batches, device, dtype, stop=lambda: interrupt.requested)
+            run.epoch_seconds += time.perf_counter() - started
+            if result is None:  # Ctrl-C: keep every finished step; a resumed run redoes the evaluation
+                checkpoint.save(run)
+                raise Interrupted(f"interrupted at epoch {run.epoch + 1}, step {run.step}: checkpoint "
+                                  f"saved to {checkpoint.path}; rerun with --resume to continue")
+            predictions, targets = result
+            row = run.finish_epoch((predictions == targets).float().mean().item(), scheduler.get_last_lr()[0])
+            checkpoint.save(run)
+            atomic_save("".join(json.dumps(r) + "\n" for r in run.history), out / "metrics.jsonl")
+            report_epoch(row, config, projected=run.epoch == first_epoch + 1)
 
     # 5. The summary of the run.
+    return write_summary(config, run, device, dtype, model, len(train_split), len(test_split))
+
+
+def progress_bar(batches, run: RunState, config: TrainConfig):
+    from tqdm import tqdm
+
+    return tqdm(batches, total=len(batches), initial=run.step, disable=not config.progress, leave=False,
+                desc=f"epoch {run.epoch + 1}/{config.epochs}", mininterval=1.0)
+
+
+def check_finite(loss: float, run: RunState, config: TrainConfig) -> None:
+    if not math.isfinite(loss):
+        raise DivergedError(f"the loss became {loss} at epoch {run.epoch + 1}, step {run.step}: training "
+                            f"diverged; try a lower --lr (peak learning rate now {config.peak_lr:g})")
+
+
+def report_epoch(row: dict, config: TrainConfig, projected: bool) -> None:
+    """One line per epoch (also in the logs of runs without a progress bar); after the first epoch of a
+    session, the time the remaining epochs will take at this pace."""
+    print(f"epoch {row['epoch']:3d}/{config.epochs}  train loss {row['train_loss']:.4f}  "
+          f"test acc {row['test_acc']:.4f}  lr {row['lr']:.4g}  {row['seconds']:.1f} s", flush=True)
+    remaining = config.epochs - row["epoch"]
+    if projected and remaining:
+        print(f"projected: about {remaining * row['seconds'] / 60:.1f} min more for the remaining "
+              f"{remaining} epochs at this pace", flush=True)
+
+
+def write_summary(config, run, device, dtype, model, train_images: int, test_images: int) -> dict:
     data_name = config.data if config.data in ("cifar10", "synthetic") else Path(config.data).resolve().name
     summary = {
-        "test_acc": history[-1]["test_acc"], "epochs": config.epochs, "seconds": round(elapsed, 3),
+        "test_acc": run.history[-1]["test_acc"], "epochs": config.epochs, "seconds": round(run.elapsed, 3),
         "device": device_name(device), "data": data_name, "groups": config.groups, "scale": config.scale,
-        "shuffle": config.shuffle, "limit": config.limit, "test_limit": config.test_limit,
-        "threads": torch.get_num_threads(), "train_images": len(train_split), "test_images": len(test_split),
-        "peak_lr": config.peak_lr, "precision": str(dtype or torch.float32).removeprefix("torch."),
+        "mixing": config.mixing, "shuffle": config.mixing == "shuffle", "limit": config.limit,
+        "test_limit": config.test_limit, "threads": torch.get_num_threads(), "train_images": train_images,
+        "test_images": test_images, "peak_lr": config.peak_lr,
+        "precision": str(dtype or torch.float32).removeprefix("torch."),
         "parameters": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__, "config": asdict(config),
     }
-    atomic_save(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    atomic_save(json.dumps(summary, indent=2) + "\n", Path(config.out) / "summary.json")
     return summary
 
 
@@ -382,15 +370,16 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     """Copy a finished run's results into ``dest``, the form the book commits under ``notebooks/results/``.
 
     ``summary.json`` and ``metrics.jsonl`` as they are; ``model.pt``, the final weights alone (no optimiser
-    state); and ``confusion.json``, the confusion matrix of those weights over the run's whole test split,
-    evaluated in the run's precision. Its accuracy must agree with the summary's to within 10 images in
+    state); ``confusion.json``, the confusion matrix of those weights over the run's whole test split,
+    evaluated in the run's precision; and ``predictions.pt``, each test image's predicted and true label
+    (uint8, in the split's order), for paired comparisons of two runs on the same images. Its accuracy must agree with the summary's to within 10 images in
     10,000 (a GPU's convolution kernels need not be bit-for-bit deterministic), or the data is not the run's.
     """
     out, dest = Path(config.out), Path(dest)
     if not (out / "summary.json").is_file():
         raise TrainingError(f"{out} holds no finished run (no summary.json) to export")
     summary = json.loads((out / "summary.json").read_text())
-    state = load_checkpoint(out / "checkpoint.pt")
+    state = read_checkpoint(out / "checkpoint.pt")
     device = resolve_device(config.device)
     _, test_split, classes = load_splits(config)
     model = build_model(config, len(classes), device)
@@ -408,6 +397,8 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     atomic_save({k: v.contiguous() for k, v in state["model"].items()}, dest / "model.pt")
     confusion = {"classes": classes, "matrix": matrix.tolist(), "test_images": len(targets), "accuracy": accuracy}
     atomic_save(json.dumps(confusion, indent=1) + "\n", dest / "confusion.json")
+    atomic_save({"predictions": predictions.to(torch.uint8), "labels": targets.to(torch.uint8)},
+                dest / "predictions.pt")
     return confusion
 
 
@@ -424,8 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="where CIFAR-10 is (or is downloaded to); default ./data")
     p.add_argument("--groups", type=int, choices=GROUPS, default=defaults.groups)
     p.add_argument("--scale", type=float, choices=SCALES, default=defaults.scale)
-    p.add_argument("--no-shuffle", dest="shuffle", action="store_false",
-                   help="build the network without channel shuffle (ablation)")
+    p.add_argument("--mixing", choices=MIXINGS, default=defaults.mixing,
+                   help="what connects the group convolutions of a unit: the channel shuffle, nothing, "
+                   "or a fixed random permutation of the channels (the ablation; default shuffle)")
+    p.add_argument("--no-shuffle", dest="mixing", action="store_const", const="none",
+                   help="the same as --mixing none")
     p.add_argument("--no-zero-init", dest="zero_init_residual", action="store_false",
                    help="keep the last BatchNorm scale of each residual branch at 1")
     p.add_argument("--epochs", type=positive_int_arg, default=defaults.epochs)
@@ -474,8 +468,9 @@ def main(argv=None) -> int:
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     try:
         summary = train(config, resume=resume)
-    except KeyboardInterrupt:  # before the first step (loading data, building the model): nothing to save
-        print("error: interrupted before training started; nothing was saved", file=sys.stderr)
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C: the last checkpoint stands
+        print(f"error: stopped at once; {config.out} keeps the last checkpoint saved before, if any",
+              file=sys.stderr)
         return 130
     except TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -488,7 +483,8 @@ def main(argv=None) -> int:
         except TrainingError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        print(f"exported summary, metrics, final weights and confusion matrix to {args.export}")
+        print(f"exported summary, metrics, final weights, confusion matrix and predictions to "
+              f"{args.export}")
     return 0
 
 

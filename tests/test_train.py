@@ -1,7 +1,14 @@
-"""Tests of shufflenet.train: outputs, exact resume, and clean one-line errors. Tiny synthetic runs on the CPU."""
+"""Tests of shufflenet.train: outputs, exact resume wherever Ctrl-C lands, precision, clean one-line errors.
+
+Tiny synthetic runs on the CPU.
+"""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +16,7 @@ import torch
 from shufflenet import train as train_module
 from shufflenet.train import (CheckpointError, DivergedError, Interrupted, TrainConfig, autocast_dtype,
                               confusion_matrix, main, parameter_groups, train)
+from shufflenet.unit import ShuffleUnit
 from shufflenet import shufflenet_v1
 
 
@@ -44,6 +52,11 @@ def test_run_writes_metrics_checkpoint_and_summary(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files behind
 
 
+def ctrl_c():
+    """What pressing Ctrl-C does: the SIGINT signal, delivered to the main thread."""
+    signal.raise_signal(signal.SIGINT)
+
+
 class InterruptAt:
     """A callback that presses Ctrl-C after a given step, keeping a copy of the last epoch's checkpoint."""
 
@@ -53,7 +66,7 @@ class InterruptAt:
     def __call__(self, epoch, step):
         if (epoch, step) == (self.epoch, self.step):
             shutil.copy(self.out / "checkpoint.pt", self.out / "after_epoch_1.pt")
-            raise KeyboardInterrupt
+            ctrl_c()
 
 
 @pytest.mark.parametrize("resume_from", ["end of epoch 1", "middle of epoch 2"])
@@ -75,23 +88,6 @@ def test_resume_gives_exactly_the_uninterrupted_run(tmp_path, resume_from):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("precision, dtype", [("bf16", "bfloat16"), ("fp16", "float16")])
-def test_mixed_precision_runs_and_resumes_exactly(tmp_path, precision, dtype):
-    """The autocast and gradient-scaler code of a GPU run, exercised on the CPU (fp16 uses the scaler)."""
-    straight = tmp_path / "straight"
-    summary = train(tiny_config(straight, precision=precision))
-    assert summary["precision"] == dtype
-    scaler_state = torch.load(straight / "checkpoint.pt", weights_only=True)["scaler"]
-    assert ("scale" in scaler_state) == (precision == "fp16")  # an enabled scaler saves its scale
-
-    stopped = tmp_path / "stopped"
-    with pytest.raises(Interrupted):
-        train(tiny_config(stopped, precision=precision), callback=InterruptAt(1, 1, stopped))
-    train(tiny_config(stopped, precision=precision), resume=True)
-    assert without_seconds(read_metrics(stopped)) == without_seconds(read_metrics(straight))
-    assert all(0 < row["train_loss"] < 10 for row in read_metrics(straight))
-
-
 def test_autocast_dtype_choices():
     cpu = torch.device("cpu")
     assert autocast_dtype(cpu) is None and autocast_dtype(cpu, "fp32") is None
@@ -106,7 +102,8 @@ def test_export_writes_the_results_folder_of_a_finished_run(tmp_path, capsys):
             "--device", "cpu", "--out", str(run), "--no-progress"]
     assert main(args) == 0
     assert main(args + ["--resume", "--export", str(dest)]) == 0  # a finished run: nothing to train
-    assert sorted(p.name for p in dest.iterdir()) == ["confusion.json", "metrics.jsonl", "model.pt", "summary.json"]
+    assert sorted(p.name for p in dest.iterdir()) == ["confusion.json", "metrics.jsonl", "model.pt",
+                                                      "predictions.pt", "summary.json"]
     summary = json.loads((dest / "summary.json").read_text())
     confusion = json.loads((dest / "confusion.json").read_text())
     matrix = torch.tensor(confusion["matrix"])
@@ -114,6 +111,10 @@ def test_export_writes_the_results_folder_of_a_finished_run(tmp_path, capsys):
     assert confusion["accuracy"] == summary["test_acc"] == round(matrix.diag().sum().item() / matrix.sum().item(), 6)
     model = shufflenet_v1(3, 0.25, num_classes=10, small_input=True)
     model.load_state_dict(torch.load(dest / "model.pt", weights_only=True))
+    predicted = torch.load(dest / "predictions.pt", weights_only=True)
+    assert predicted["predictions"].dtype == predicted["labels"].dtype == torch.uint8
+    correct = (predicted["predictions"] == predicted["labels"]).sum().item()
+    assert len(predicted["labels"]) == summary["test_images"] and correct == matrix.diag().sum().item()
 
 
 def test_export_of_an_unfinished_run_is_a_clear_error(tmp_path):
@@ -123,7 +124,7 @@ def test_export_of_an_unfinished_run_is_a_clear_error(tmp_path):
 
 def test_resume_refuses_other_options(tmp_path):
     train(tiny_config(tmp_path, epochs=1))
-    with pytest.raises(CheckpointError, match=r"epochs=1 there, 2 now"):
+    with pytest.raises(CheckpointError, match=r"epochs=1 there, 2 now.*choose another --out"):
         train(tiny_config(tmp_path, epochs=2), resume=True)
 
 
@@ -134,7 +135,7 @@ def test_checkpoint_from_before_an_option_existed_resumes_with_its_default(tmp_p
     del state["config"]["precision"]  # as written before --precision existed
     torch.save(state, path)
     assert train(tiny_config(tmp_path, epochs=1), resume=True)["epochs"] == 1
-    with pytest.raises(CheckpointError, match=r"precision='auto' there, 'bf16' now"):
+    with pytest.raises(CheckpointError, match=r"precision fp32 there, bf16 now \(resume with --precision fp32\)"):
         train(tiny_config(tmp_path, epochs=1, precision="bf16"), resume=True)
 
 
@@ -199,7 +200,7 @@ def test_cli_run_and_finished_resume(tmp_path, capsys):
             "--batch-size", "32", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path), "--no-progress"]
     assert main(args) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["groups"] == 8 and summary["shuffle"] is False
+    assert summary["groups"] == 8 and summary["shuffle"] is False and summary["mixing"] == "none"
     assert main(args + ["--resume"]) == 0  # nothing left to train: the summary is simply written again
     assert "done: test accuracy" in capsys.readouterr().out
 
@@ -232,21 +233,263 @@ def test_confusion_matrix():
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
 
 
-def test_ctrl_c_during_evaluation_resumes_exactly(tmp_path, monkeypatch):
-    straight = tmp_path / "straight"
-    train(tiny_config(straight))
-    real_predict, calls = train_module.predict, []
+# --- Ctrl-C wherever it lands: the run stops at the next step boundary and resumes exactly ---------------
 
-    def predict_then_ctrl_c(*args):
+def interrupted_then_resumed(tmp_path, monkeypatch, press, **changes):
+    """Train once straight, once with ``press(model)`` arranging a Ctrl-C, then resume; return both outs."""
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    train(tiny_config(straight, **changes))
+    real_build = train_module.build_model
+
+    def build_and_arm(*args):
+        model = real_build(*args)
+        press(model)
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", build_and_arm)
+    with pytest.raises(Interrupted, match="checkpoint saved"):
+        train(tiny_config(stopped, **changes))
+    monkeypatch.setattr(train_module, "build_model", real_build)
+    train(tiny_config(stopped, **changes), resume=True)
+    return straight, stopped
+
+
+def assert_same_run(a, b):
+    assert without_seconds(read_metrics(a)) == without_seconds(read_metrics(b))
+    state_a = torch.load(a / "checkpoint.pt", weights_only=True)
+    state_b = torch.load(b / "checkpoint.pt", weights_only=True)
+    for part in ("model", "optimizer"):
+        flat_a, flat_b = (torch.nn.utils.parameters_to_vector(
+            [v.float() for v in _tensors(s[part])]) for s in (state_a, state_b))
+        assert torch.equal(flat_a, flat_b), part
+
+
+def _tensors(tree):
+    if isinstance(tree, torch.Tensor):
+        yield tree.flatten()
+    elif isinstance(tree, dict):
+        for key in sorted(tree, key=str):
+            yield from _tensors(tree[key])
+    elif isinstance(tree, (list, tuple)):
+        for item in tree:
+            yield from _tensors(item)
+
+
+def press_during_forward(calls_before):
+    """Ctrl-C inside the forward pass of a training step, after the stem already updated its BatchNorm."""
+    def arm(model):
+        calls = []
+
+        def hook(module, inputs, output):
+            if module.training:
+                calls.append(1)
+                if len(calls) == calls_before + 1:
+                    ctrl_c()
+        model.stage3.register_forward_hook(hook)
+    return arm
+
+
+def test_ctrl_c_inside_the_forward_pass_resumes_exactly(tmp_path, monkeypatch):
+    straight, stopped = interrupted_then_resumed(tmp_path, monkeypatch, press_during_forward(2))
+    assert_same_run(straight, stopped)
+    history = read_metrics(stopped)
+    assert len(history) == 2
+
+
+def test_ctrl_c_inside_optimizer_step_resumes_exactly(tmp_path, monkeypatch):
+    real_step, calls = torch.optim.SGD.step, []
+
+    def step_with_ctrl_c(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:  # the second epoch's evaluation
-            raise KeyboardInterrupt
-        return real_predict(*args)
+        if len(calls) == 3:
+            ctrl_c()  # the update is half way: the handler only notes it, the step completes
+        return real_step(self, *args, **kwargs)
 
+    def arm(model):
+        calls.clear()
+        monkeypatch.setattr(torch.optim.SGD, "step", step_with_ctrl_c)
+
+    straight, stopped = interrupted_then_resumed(tmp_path, monkeypatch, arm)
+    assert_same_run(straight, stopped)
+
+
+def test_ctrl_c_during_evaluation_resumes_exactly(tmp_path, monkeypatch):
+    def arm(model):
+        calls = []
+
+        def hook(module, inputs, output):
+            if not module.training:
+                calls.append(1)
+                if len(calls) == 2:  # the second epoch's evaluation
+                    ctrl_c()
+        model.stage4.register_forward_hook(hook)
+
+    straight, stopped = interrupted_then_resumed(tmp_path, monkeypatch, arm)
+    assert_same_run(straight, stopped)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_ctrl_c_in_mixed_precision_resumes_exactly(tmp_path, monkeypatch, precision):
+    """The autocast and gradient-scaler paths of a GPU run, exercised on the CPU (fp16 uses the scaler)."""
+    with pytest.warns(UserWarning) if precision == "bf16" and not train_module.native_bf16(
+            torch.device("cpu")) else _no_warning():
+        straight, stopped = interrupted_then_resumed(tmp_path, monkeypatch, press_during_forward(1),
+                                                     precision=precision)
+    assert_same_run(straight, stopped)
+    scaler_state = torch.load(straight / "checkpoint.pt", weights_only=True)["scaler"]
+    assert ("scale" in scaler_state) == (precision == "fp16")  # an enabled scaler saves its scale
+
+
+class _no_warning:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    train(tiny_config(out, epochs=1))
+    saved = (out / "checkpoint.pt").read_bytes()
+
+    def arm(model):
+        def hook(module, inputs, output):
+            if module.training:
+                ctrl_c()
+                ctrl_c()  # the second one raises KeyboardInterrupt right here
+        model.stage2.register_forward_hook(hook)
+
+    real_build = train_module.build_model
+    monkeypatch.setattr(train_module, "build_model", lambda *args: (lambda m: (arm(m), m)[1])(real_build(*args)))
+    args = ["--data", "synthetic", "--scale", "0.25", "--limit", "64", "--batch-size", "32", "--epochs", "1",
+            "--device", "cpu", "--out", str(tmp_path / "again"), "--no-progress"]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "stopped at once" in err and "Traceback" not in err
+    assert not (tmp_path / "again" / "checkpoint.pt").exists()  # nothing half-done was saved
+    assert (out / "checkpoint.pt").read_bytes() == saved
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as usual again
+
+
+def test_ctrl_c_in_a_real_process_resumes_exactly(tmp_path):
+    """The reproduction of the bug report: SIGINT to the command line as soon as epoch 1 is logged."""
+    def command(out, *extra):
+        return [sys.executable, "-m", "shufflenet.train", "--data", "synthetic", "--limit", "256",
+                "--batch-size", "64", "--scale", "0.25", "--groups", "3", "--device", "cpu", "--threads", "1",
+                "--no-progress", "--epochs", "3", "--out", str(out), *extra]
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    straight = tmp_path / "straight"
+    subprocess.run(command(straight), check=True, capture_output=True, env=env)
     stopped = tmp_path / "stopped"
-    monkeypatch.setattr(train_module, "predict", predict_then_ctrl_c)
-    with pytest.raises(Interrupted, match="epoch 2, step 2"):
-        train(tiny_config(stopped))
-    monkeypatch.setattr(train_module, "predict", real_predict)
-    train(tiny_config(stopped), resume=True)
-    assert without_seconds(read_metrics(stopped)) == without_seconds(read_metrics(straight))
+    process = subprocess.Popen(command(stopped), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    for line in process.stdout:
+        if line.startswith("epoch   1/3"):
+            process.send_signal(signal.SIGINT)
+            break
+    _, err = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")  # a very fast machine
+    assert process.returncode == 130 and "checkpoint saved" in err and "Traceback" not in err
+    subprocess.run(command(stopped, "--resume"), check=True, capture_output=True, env=env)
+    assert_same_run(straight, stopped)
+
+
+def test_the_first_epoch_projects_the_time_of_the_rest(tmp_path, capsys):
+    train(tiny_config(tmp_path, epochs=3))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("epoch   1/3") and lines[1].startswith("projected: about")
+    assert "remaining 2 epochs" in lines[1] and not any(line.startswith("projected") for line in lines[2:])
+
+
+# --- precision by the device's abilities ------------------------------------------------------------------
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Stand in a GPU of a given compute capability: a T4 is (7, 5), an A100 (8, 0), an H100 (9, 0)."""
+    def install(capability):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+        return torch.device("cuda")
+    return install
+
+
+def test_auto_precision_on_a_t4_is_fp16_with_a_gradient_scaler(fake_gpu):
+    t4 = fake_gpu((7, 5))
+    assert not train_module.native_bf16(t4)
+    assert autocast_dtype(t4) is torch.float16 and autocast_dtype(t4, "fp16") is torch.float16
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        assert autocast_dtype(t4, "bf16") is torch.bfloat16  # asked for explicitly: it warns, and obeys
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (8, 9), (9, 0)])
+def test_auto_precision_on_an_a100_or_newer_is_bf16(fake_gpu, capability, recwarn):
+    gpu = fake_gpu(capability)
+    assert autocast_dtype(gpu) is torch.bfloat16 and autocast_dtype(gpu, "bf16") is torch.bfloat16
+    assert not recwarn.list
+
+
+@pytest.mark.parametrize("flags, native", [("fpu avx2 avx512f", False), ("avx512f avx512_bf16", True),
+                                           ("amx_bf16 amx_tile", True)])
+def test_cpu_bf16_is_native_only_with_avx512_bf16_or_amx(monkeypatch, tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
+        cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+    cpu = torch.device("cpu")
+    assert train_module.native_bf16(cpu) is native
+    assert autocast_dtype(cpu) is None  # auto on a CPU: fp32 either way
+    if native:
+        assert autocast_dtype(cpu, "bf16") is torch.bfloat16
+    else:
+        with pytest.warns(UserWarning, match="this CPU .* no native bfloat16"):
+            autocast_dtype(cpu, "bf16")
+
+
+def test_a_checkpoint_from_another_device_or_precision_is_a_one_line_error(tmp_path, fake_gpu):
+    from shufflenet.bookkeeping import Checkpoint
+
+    train(tiny_config(tmp_path, epochs=1))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert (state["device_type"], state["precision"]) == ("cpu", "fp32")
+    gpu = fake_gpu((7, 5))
+    on_a_t4 = Checkpoint(tmp_path / "checkpoint.pt", tiny_config(tmp_path, epochs=1, device="cuda"), gpu,
+                         autocast_dtype(gpu), {})
+    with pytest.raises(CheckpointError, match=r"device cpu there, cuda now \(resume with --device cpu\); "
+                                              r"precision fp32 there, fp16 now") as error:
+        on_a_t4.check_same_run(state)
+    assert "\n" not in str(error.value)
+    state["device_type"], state["precision"] = "cuda", "bf16"  # an A100's run continued on a T4
+    with pytest.raises(CheckpointError, match=r"precision bf16 there, fp16 now \(resume with --precision bf16\)"):
+        on_a_t4.check_same_run(state)
+
+
+def test_every_option_but_the_free_ones_is_checked_on_resume(tmp_path):
+    train(tiny_config(tmp_path, epochs=1))
+    with pytest.raises(CheckpointError, match="label_smoothing=0.1 there, 0.0 now"):
+        train(tiny_config(tmp_path, epochs=1, label_smoothing=0.0), resume=True)
+    # Where it writes, how it shows progress and how many threads it uses may change.
+    assert train(tiny_config(tmp_path, epochs=1, threads=1, progress=True), resume=True)["epochs"] == 1
+
+
+# --- the ablation's control: a fixed random permutation in place of the shuffle -------------------------
+
+def test_random_mixing_permutes_each_unit_by_a_fixed_permutation():
+    config = TrainConfig(groups=3, scale=0.25, mixing="random", seed=0)
+    model = train_module.build_model(config, 10, torch.device("cpu"))
+    units = [m for m in model.modules() if isinstance(m, ShuffleUnit)]
+    assert all(not unit.shuffle for unit in units)
+    permutations = [unit.compress.permutation for unit in units]
+    assert all(sorted(p.tolist()) == list(range(len(p))) for p in permutations)
+    assert any(not torch.equal(p, torch.arange(len(p))) for p in permutations)
+    again = train_module.build_model(config, 10, torch.device("cpu"))
+    assert all(torch.equal(a.compress.permutation, b.compress.permutation)
+               for a, b in zip(units, (m for m in again.modules() if isinstance(m, ShuffleUnit))))
+    # The permutation really sits between the first group convolution and the depthwise one.
+    unit = units[1].eval()
+    x = torch.randn(1, unit.compress[0].in_channels, 8, 8)
+    inside = unit.compress[2](unit.compress[1](unit.compress[0](x)))  # conv, BN, ReLU without the hook
+    assert torch.equal(unit.compress(x), inside[:, unit.compress.permutation])
