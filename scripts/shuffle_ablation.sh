@@ -6,7 +6,8 @@
 # Each run exports summary, metrics and per-image predictions (for paired tests) to OUT/NAME.
 #
 #   usage: scripts/shuffle_ablation.sh DATA_DIR [OUT]
-#   environment: PYTHON (python3), JOBS (8), SECONDS_BUDGET (240), EPOCHS (10), SEEDS (10), BATCH (256), DEVICE (cuda)
+#   environment: PYTHON (python3), JOBS (8), SECONDS_BUDGET (240), EPOCHS (10), SEEDS (10), BATCH (256),
+#                DEVICE (cuda), THREADS (2 per run), EXTRA (more options for every run, e.g. "--limit 10000")
 set -uo pipefail
 data=${1:?usage: scripts/shuffle_ablation.sh DATA_DIR [OUT]}
 out=${2:-ablation}
@@ -16,7 +17,7 @@ budget=${SECONDS_BUDGET:-240}
 epochs=${EPOCHS:-10}
 seeds=${SEEDS:-10}
 batch=${BATCH:-256}
-export DEVICE=${DEVICE:-cuda}
+export DEVICE=${DEVICE:-cuda} THREADS=${THREADS:-2} EXTRA=${EXTRA:-}
 cd "$(dirname "$0")/.."
 mkdir -p "$out/runs"
 export PYTHONUNBUFFERED=1 PYTHON=$python DATA=$data OUT=$out EPOCHS=$epochs BATCH=$batch
@@ -26,7 +27,7 @@ one_run() {  # one run: NAME GROUPS MIXING SEED
     [ "$(date +%s)" -lt "$STOP_AT" ] || exit 0
     timeout -s INT -k 20 $(( STOP_AT - $(date +%s) + ${GRACE:-30} )) $PYTHON -m shufflenet.train --data "$DATA" \
         --groups "$2" --scale 0.25 --mixing "$3" --seed "$4" --epochs "$EPOCHS" --batch-size "$BATCH" \
-        --threads 2 --device "$DEVICE" --no-progress --out "$OUT/runs/$1" --export "$OUT/$1" > "$OUT/runs/$1.log" 2>&1 \
+        --threads "$THREADS" --device "$DEVICE" $EXTRA --no-progress --out "$OUT/runs/$1" --export "$OUT/$1" > "$OUT/runs/$1.log" 2>&1 \
         && rm -f "$OUT/$1/model.pt" && echo "done $1: $(tail -n 2 "$OUT/runs/$1.log" | head -n 1)"
 }
 export -f one_run

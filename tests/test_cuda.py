@@ -115,7 +115,20 @@ def _batch(n=64):
     return next(iter(DeviceLoader(train_split, n, CUDA, train=True)))
 
 
-def test_a_compiled_training_step_equals_the_eager_one():
+@pytest.fixture
+def full_fp32():
+    """Plain fp32 arithmetic: by default cuDNN convolves fp32 in TF32 (10-bit mantissa), and eager and
+    compiled code may pick different kernels, so a comparison in TF32 measures kernel choice, not us."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_a_compiled_training_step_equals_the_eager_one(full_fp32):
+    # On the H200 of the committed GPU check (with TF32 on, before this fixture existed) the losses
+    # agreed within 1e-3, but the stem's weights after the step differed by up to 4%: see the closing
+    # note of issue 9 and notebooks/results/gpu-check/.
     torch.manual_seed(0)
     eager = shufflenet_v1(3, 0.25, num_classes=10, small_input=True).to(CUDA, memory_format=torch.channels_last)
     compiled = shufflenet_v1(3, 0.25, num_classes=10, small_input=True).to(CUDA, memory_format=torch.channels_last)
