@@ -16,8 +16,16 @@ PAPER_TABLE2_TOP1_ERROR = {
     0.25: {1: 57.1, 2: 56.8, 3: 55.0, 4: 54.2, 8: 52.7},
 }
 
-# Zhang et al. (2018), Table 3: ImageNet top-1 error (%) of ShuffleNet 1x without and with channel shuffle.
-PAPER_TABLE3_TOP1_ERROR = {3: {"no shuffle": 34.5, "shuffle": 32.6}, 8: {"no shuffle": 37.6, "shuffle": 32.4}}
+# Zhang et al. (2018), Table 3: ImageNet top-1 error (%) without and with channel shuffle, all six rows:
+# (scale, groups) -> errors. The "shuffle" column repeats Table 2's numbers for the same networks.
+PAPER_TABLE3_TOP1_ERROR = {
+    (1.0, 3): {"no shuffle": 34.5, "shuffle": 32.6},
+    (1.0, 8): {"no shuffle": 37.6, "shuffle": 32.4},
+    (0.5, 3): {"no shuffle": 45.7, "shuffle": 43.2},
+    (0.5, 8): {"no shuffle": 48.1, "shuffle": 42.3},
+    (0.25, 3): {"no shuffle": 56.3, "shuffle": 55.0},
+    (0.25, 8): {"no shuffle": 56.5, "shuffle": 52.7},
+}
 
 # The official implementation (megvii-model/ShuffleNet-Series, ShuffleNetV1/README.md): (groups, scale) ->
 # (MFLOPs, M parameters, ImageNet top-1 error %). Its FLOPs include the classifier and its classifier
