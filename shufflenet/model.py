@@ -96,7 +96,8 @@ class ShuffleNetV1(nn.Module):
     convolution from a normal distribution whose standard deviation is ``1 / (c_in / groups)``, one over
     the input channels of one group (so 1 for a depthwise convolution), not one over the fan-in
     ``c_in / groups * k * k``; BatchNorm shifts start at 1e-4; the classifier, N(0, 0.01), has no bias.
-    Both train well with BatchNorm after every convolution.
+    The package keeps torchvision's scheme; BatchNorm after every convolution rescales each layer's
+    output whatever the initial scale of its weights.
     """
 
     def __init__(self, widths, groups: int = 3, num_classes: int = 1000, small_input: bool = False,
