@@ -4,42 +4,44 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_positive_int
+from .reference import OFFICIAL
 from .unit import ShuffleUnit
 
 GROUPS = (1, 2, 3, 4, 8)
 SCALES = (0.25, 0.5, 1.0, 1.5, 2.0)
 STAGE_REPEATS = (4, 8, 4)
 
-# (groups, scale) -> (stem, stage 2, stage 3, stage 4) output channels. Three sources:
+# (groups, scale) -> (stem, stage 2, stage 3, stage 4) output channels. Three sources, which
+# `width_source` below returns for each row:
 #   paper:   Table 1 of the paper (1x, every g; the stem is 24 channels throughout);
 #   megvii:  the official implementation (megvii-model/ShuffleNet-Series), g = 3 and 8 at 0.5x, 1.5x, 2x;
 #   rule:    `scaled_widths` below, for the combinations neither publishes.
 WIDTHS = {
-    (1, 0.25): (12, 36, 72, 144),         # rule
-    (1, 0.5): (12, 72, 144, 288),         # rule
-    (1, 1.0): (24, 144, 288, 576),        # paper
-    (1, 1.5): (36, 216, 432, 864),        # rule
-    (1, 2.0): (48, 288, 576, 1152),       # rule
-    (2, 0.25): (12, 48, 104, 200),        # rule
-    (2, 0.5): (12, 104, 200, 400),        # rule
-    (2, 1.0): (24, 200, 400, 800),        # paper
-    (2, 1.5): (36, 304, 600, 1200),       # rule
-    (2, 2.0): (48, 400, 800, 1600),       # rule
-    (3, 0.25): (12, 60, 120, 240),        # rule
-    (3, 0.5): (12, 120, 240, 480),        # megvii
-    (3, 1.0): (24, 240, 480, 960),        # paper, megvii
-    (3, 1.5): (24, 360, 720, 1440),       # megvii
-    (3, 2.0): (48, 480, 960, 1920),       # megvii
-    (4, 0.25): (12, 64, 144, 272),        # rule
-    (4, 0.5): (12, 144, 272, 544),        # rule
-    (4, 1.0): (24, 272, 544, 1088),       # paper
-    (4, 1.5): (36, 416, 816, 1632),       # rule
-    (4, 2.0): (48, 544, 1088, 2176),      # rule
-    (8, 0.25): (16, 96, 192, 384),        # rule
-    (8, 0.5): (16, 192, 384, 768),        # megvii
-    (8, 1.0): (24, 384, 768, 1536),       # paper, megvii
-    (8, 1.5): (24, 576, 1152, 2304),      # megvii
-    (8, 2.0): (48, 768, 1536, 3072),      # megvii
+    (1, 0.25): (12, 36, 72, 144),
+    (1, 0.5): (12, 72, 144, 288),
+    (1, 1.0): (24, 144, 288, 576),
+    (1, 1.5): (36, 216, 432, 864),
+    (1, 2.0): (48, 288, 576, 1152),
+    (2, 0.25): (12, 48, 104, 200),
+    (2, 0.5): (12, 104, 200, 400),
+    (2, 1.0): (24, 200, 400, 800),
+    (2, 1.5): (36, 304, 600, 1200),
+    (2, 2.0): (48, 400, 800, 1600),
+    (3, 0.25): (12, 60, 120, 240),
+    (3, 0.5): (12, 120, 240, 480),
+    (3, 1.0): (24, 240, 480, 960),
+    (3, 1.5): (24, 360, 720, 1440),
+    (3, 2.0): (48, 480, 960, 1920),
+    (4, 0.25): (12, 64, 144, 272),
+    (4, 0.5): (12, 144, 272, 544),
+    (4, 1.0): (24, 272, 544, 1088),
+    (4, 1.5): (36, 416, 816, 1632),
+    (4, 2.0): (48, 544, 1088, 2176),
+    (8, 0.25): (16, 96, 192, 384),
+    (8, 0.5): (16, 192, 384, 768),
+    (8, 1.0): (24, 384, 768, 1536),
+    (8, 1.5): (24, 576, 1152, 2304),
+    (8, 2.0): (48, 768, 1536, 3072),
 }
 
 
@@ -63,6 +65,22 @@ def scaled_widths(groups: int, scale: float) -> tuple:
     return (stem,) + stages
 
 
+def width_source(groups: int, scale: float) -> frozenset:
+    """Where the :data:`WIDTHS` row of ``(groups, scale)`` comes from: a set of "paper", "megvii", "rule".
+
+    "paper" for the 1x rows (Table 1 of the paper), "megvii" for the eight networks the official code
+    publishes (the keys of ``reference.OFFICIAL``), and "rule" (:func:`scaled_widths`) for the others.
+    """
+    check_choice("groups", groups, GROUPS)
+    check_choice("scale", scale, SCALES)
+    sources = set()
+    if float(scale) == 1.0:
+        sources.add("paper")
+    if (groups, float(scale)) in OFFICIAL:
+        sources.add("megvii")
+    return frozenset(sources or {"rule"})
+
+
 class ShuffleNetV1(nn.Module):
     """ShuffleNet V1 (Zhang et al., 2018): a stem, three stages of ShuffleNet units, a classifier.
 
@@ -73,8 +91,13 @@ class ShuffleNetV1(nn.Module):
 
     Weights are initialised as torchvision initialises its ResNets: Kaiming-normal convolutions
     (fan-out, for ReLU networks; He et al., 2015), BatchNorm scale 1 and shift 0, and a classifier
-    drawn from N(0, 0.01) with zero bias, as in the official code. The official code scales its
-    convolution weights by ``1 / fan_in`` instead; both train well with BatchNorm after every convolution.
+    drawn from N(0, 0.01) with zero bias. The official code (megvii-model/ShuffleNet-Series,
+    ShuffleNetV1/network.py) differs: the first convolution is drawn from N(0, 0.01); every other
+    convolution from a normal distribution whose standard deviation is ``1 / (c_in / groups)``, one over
+    the input channels of one group (so 1 for a depthwise convolution), not one over the fan-in
+    ``c_in / groups * k * k``; BatchNorm shifts start at 1e-4; the classifier, N(0, 0.01), has no bias.
+    The package keeps torchvision's scheme; BatchNorm after every convolution rescales each layer's
+    output whatever the initial scale of its weights.
     """
 
     def __init__(self, widths, groups: int = 3, num_classes: int = 1000, small_input: bool = False,

@@ -27,6 +27,32 @@ PAPER_TABLE3_TOP1_ERROR = {
     (0.25, 8): {"no shuffle": 56.5, "shuffle": 52.7},
 }
 
+# Zhang et al. (2018), Table 5: ShuffleNet against MobileNet (Howard et al., 2017) at similar complexity, in
+# the paper's order: model -> (MFLOPs, ImageNet top-1 error %). Each MobileNet row is followed by the
+# ShuffleNet rows the paper compares with it; "shallow" removes half of the units of Stages 2 to 4.
+PAPER_TABLE5 = {
+    "1.0 MobileNet-224": (569, 29.4),
+    "ShuffleNet 2x (g = 3)": (524, 26.3),
+    "ShuffleNet 2x (with SE, g = 3)": (527, 24.7),
+    "0.75 MobileNet-224": (325, 31.6),
+    "ShuffleNet 1.5x (g = 3)": (292, 28.5),
+    "0.5 MobileNet-224": (149, 36.3),
+    "ShuffleNet 1x (g = 8)": (140, 32.4),
+    "0.25 MobileNet-224": (41, 49.4),
+    "ShuffleNet 0.5x (g = 4)": (38, 41.6),
+    "ShuffleNet 0.5x (shallow, g = 3)": (40, 42.8),
+}
+
+# The networks of Chapter 4's comparison, as their authors publish them: model -> (M multiply-adds at
+# 224x224, M parameters, ImageNet top-1 error %). ShuffleNet V2: Ma et al. (2018), Table 8 (69.4% top-1);
+# MobileNet V2: Sandler et al. (2018), Table 4 (72.0%); MobileNet V3-Small: Howard et al. (2019), Table 3
+# (67.4%). ShuffleNet V1 is in OFFICIAL below.
+PUBLISHED_NEIGHBOURS = {
+    "ShuffleNet V2 1x": (146, 2.3, 30.6),
+    "MobileNet V2 1.0": (300, 3.4, 28.0),
+    "MobileNet V3-Small": (56, 2.5, 32.6),
+}
+
 # The official implementation (megvii-model/ShuffleNet-Series, ShuffleNetV1/README.md): (groups, scale) ->
 # (MFLOPs, M parameters, ImageNet top-1 error %). Its FLOPs include the classifier and its classifier
 # has no bias.

@@ -23,7 +23,9 @@ class ShuffleUnit(nn.Module):
       ``out_channels``; then ReLU.
 
     The bottleneck is ``out_channels // 4`` channels wide. There is no ReLU after the depthwise
-    convolution (the paper found it hurts, as Xception and MobileNet V2 did). ``group_first_conv=False``
+    convolution: the paper follows Xception's suggestion there (Chollet's experiments found a
+    nonlinearity right after the depthwise step hurts). MobileNet keeps one there: a ReLU in V1,
+    a ReLU6 in V2. ``group_first_conv=False``
     keeps the first 1x1 convolution dense: the paper does this in the first unit of Stage 2, whose input
     has too few channels to be split (Table 1 caption). ``shuffle=False`` drops the channel shuffle, for
     the ablation of Table 3.

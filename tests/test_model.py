@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from shufflenet import (GROUPS, SCALES, WIDTHS, ShuffleNetV1, ShuffleUnit, channel_shuffle, conv1x1, conv3x3,
-                        count_macs, count_params, scaled_widths, shufflenet_v1)
-from shufflenet.reference import OFFICIAL, PAPER_TABLE1_MFLOPS, PAPER_TABLE2_MFLOPS
+                        count_macs, count_params, scaled_widths, shufflenet_v1, width_source)
+from shufflenet.reference import (OFFICIAL, PAPER_TABLE1_MFLOPS, PAPER_TABLE2_MFLOPS,
+                                  PAPER_TABLE2_TOP1_ERROR, PAPER_TABLE5)
 
 
 def megvii_param_count(groups, widths, num_classes=1000):
@@ -60,6 +61,39 @@ def test_width_table_follows_the_documented_rule():
         else:
             assert scaled_widths(groups, scale) == widths
     assert set(WIDTHS) == {(g, s) for g in GROUPS for s in SCALES}
+
+
+def test_table5_rows_reproduce_the_papers_error_differences():
+    # The paper's last column (MobileNet's error minus ShuffleNet's) checks each row of PAPER_TABLE5.
+    published_delta = {"ShuffleNet 2x (g = 3)": 3.1, "ShuffleNet 2x (with SE, g = 3)": 4.7,
+                       "ShuffleNet 1.5x (g = 3)": 3.1, "ShuffleNet 1x (g = 8)": 3.9,
+                       "ShuffleNet 0.5x (g = 4)": 7.8, "ShuffleNet 0.5x (shallow, g = 3)": 6.6}
+    mobilenet = None
+    for name, (mflops, error) in PAPER_TABLE5.items():
+        if "MobileNet" in name:
+            mobilenet = error
+        else:
+            assert round(mobilenet - error, 1) == published_delta.pop(name), name
+    assert not published_delta
+    assert PAPER_TABLE5["ShuffleNet 1x (g = 8)"] == (140, 32.4)
+    assert PAPER_TABLE5["0.5 MobileNet-224"] == (149, 36.3)
+    assert PAPER_TABLE5["ShuffleNet 0.5x (g = 4)"] == (38, 41.6)
+    assert PAPER_TABLE5["0.25 MobileNet-224"] == (41, 49.4)
+    assert PAPER_TABLE5["ShuffleNet 0.5x (g = 4)"][1] == PAPER_TABLE2_TOP1_ERROR[0.5][4]
+    assert PAPER_TABLE5["ShuffleNet 1x (g = 8)"][1] == PAPER_TABLE2_TOP1_ERROR[1.0][8]
+
+
+def test_width_source_is_the_provenance_of_every_row():
+    sources = {key: width_source(*key) for key in WIDTHS}
+    assert {key for key, s in sources.items() if "paper" in s} == {(g, 1.0) for g in GROUPS}
+    assert {key for key, s in sources.items() if "megvii" in s} == set(OFFICIAL)
+    assert sources[(3, 1.0)] == {"paper", "megvii"} and sources[(4, 1.0)] == {"paper"}
+    assert sources[(8, 0.5)] == {"megvii"} and sources[(1, 0.25)] == {"rule"}
+    for key, source in sources.items():      # a row is the rule's exactly when nothing publishes it
+        if source == {"rule"}:
+            assert scaled_widths(*key) == WIDTHS[key]
+    with pytest.raises(ValueError, match="scale"):
+        width_source(3, 0.75)
 
 
 @pytest.mark.parametrize("groups", GROUPS)
