@@ -38,7 +38,7 @@ QUICK = {
     "shuffle": {"shapes": [(24, 8, 8)], "batches": [1], "repeats": 3, "warmup": 1, "min_block_ms": 0.2},
     "g2": {"base_channels": [16], "layouts": ["nchw"], "size": 8, "repeats": 3, "warmup": 1,
            "min_block_ms": 0.2},
-    "profile": {"forms": ["eager"], "size": 64, "iterations": 2, "warmup": 1},
+    "profile": {"forms": ["eager"], "size": 64, "iterations": 2, "rounds": 1, "warmup": 1},
     "pipeline": {"batch": 16, "train_steps": 1, "data_steps": 2, "repeats": 1, "warmup": 1},
 }
 HELP = {
@@ -52,7 +52,8 @@ HELP = {
     "shapes": "tensor shapes CxHxW without the batch", "batches": "batch sizes",
     "layouts": "memory layouts", "groups": "groups", "min_block_ms": "shortest timed block, in ms",
     "base_channels": "channels at g = 1, widened by about sqrt(g) for the others",
-    "depth": "stacked convolutions", "iterations": "profiled forward passes",
+    "depth": "stacked convolutions", "iterations": "profiled forward passes per round",
+    "rounds": "interleaved rounds, the fastest kept",
     "data": "cifar10, synthetic or an ImageFolder directory (train/<class>/*)",
     "scale": "ShuffleNet scale", "train_steps": "timed training steps",
     "data_steps": "timed batches of the pipeline alone", "num_workers": "DataLoader worker processes",
