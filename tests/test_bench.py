@@ -13,8 +13,7 @@ import sys
 import pytest
 import torch
 
-from shufflenet import count_macs, shufflenet_v1
-from shufflenet import bench
+from shufflenet import bench, count_macs, shufflenet_v1
 from shufflenet.bench import __main__ as cli
 from shufflenet.bench.timing import time_interleaved
 
@@ -163,7 +162,7 @@ def test_help_lists_every_experiment():
     result = subprocess.run([sys.executable, "-m", "shufflenet.bench", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    listed = re.findall(r"^    (\w+)\s{2,}\S", result.stdout, flags=re.M)
+    listed = re.findall(r"^    (\w+)\s{2,}\S", result.stdout, flags=re.MULTILINE)
     assert listed == list(EXPERIMENTS)
 
 

@@ -14,8 +14,8 @@ import sys
 import torch
 
 from .._checks import positive_float_arg, positive_int_arg
-from .forms import FORMS, MODELS
-from .g2 import LAYOUTS, run_g2
+from .forms import FORMS, LAYOUTS, MODELS
+from .g2 import run_g2
 from .models import run_models
 from .pipeline import run_pipeline
 from .profile import run_profile

@@ -45,6 +45,10 @@ FORMS = {
 }
 
 
+# The memory layouts the shuffle and G2 experiments compare.
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
 def build_model(name: str, seed: int = 0) -> nn.Module:
     """A freshly initialised model of :data:`MODELS`, in eval mode, its weights drawn with ``seed``."""
     if name not in MODELS:

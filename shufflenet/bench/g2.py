@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from ..conv import conv1x1
+from .forms import LAYOUTS
 from .timing import summarize, time_interleaved
-
-LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def g2_channels(base_channels: int, groups: int) -> int:

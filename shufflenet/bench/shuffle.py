@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from ..shuffle import channel_shuffle
+from .forms import LAYOUTS
 from .timing import summarize, time_interleaved
 
 # The bottleneck tensors (C, H, W) the shuffle sees in ShuffleNet 1x (g = 3) at 224x224: Stages 2-4.
 STAGE_SHAPES = ((60, 28, 28), (120, 14, 14), (240, 7, 7))
-LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def keep_freed_memory() -> bool:
