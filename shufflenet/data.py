@@ -16,21 +16,20 @@ Two pipelines turn them into normalised, augmented float batches:
 * :func:`make_dataloader`, the reference: a :class:`torch.utils.data.DataLoader` that applies
   ``torchvision.transforms.v2`` to one image at a time, as most tutorials do.
 
-``python -m shufflenet.bench pipeline`` measures both (see :func:`benchmark_pipeline`).
+``python -m shufflenet.bench pipeline`` measures both (``shufflenet/bench/pipeline.py``).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .runtime import atomic_save, device_name
+from .runtime import atomic_save
 
 # Per-channel mean and standard deviation of the CIFAR-10 training images (pixel values in [0, 1]).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -295,91 +294,3 @@ class ReferenceLoader:
         loader = make_dataloader(self.split, self.batch_size, train=True, num_workers=self.num_workers,
                                  seed=self.seed, epoch=self.epoch)
         return itertools.islice(iter(loader), self.start_step, None)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Benchmark: images per second of both pipelines, with and without a training step
-# ----------------------------------------------------------------------------------------------------
-
-def _images_per_second(batches, steps: int, work=None, warmup: int = 2, sync=lambda: None) -> float:
-    iterator = iter(batches)
-    seen, start = 0, None
-    for i in range(warmup + steps):
-        images, labels = next(iterator)
-        if work is not None:
-            work(images, labels)
-        if i == warmup - 1:
-            sync()
-            start = time.perf_counter()
-        elif i >= warmup:
-            seen += len(labels)
-    sync()
-    return seen / (time.perf_counter() - start)
-
-
-def benchmark_pipeline(data: str = "synthetic", groups: int = 3, scale: float = 0.25,
-                       batch_size: int = 128, train_steps: int = 8, data_steps: int = 40,
-                       device: str = "auto", num_workers: int = 0, limit: int | None = None,
-                       threads: int | None = None, repeats: int = 3, warmup: int = 2) -> dict:
-    """Images per second of the fast path and of the DataLoader path, on the same data and model.
-
-    Two measurements for each pipeline: ``data`` (produce augmented, normalised batches on the device
-    and nothing else) and ``train`` (the same plus a full training step of ShuffleNet ``scale``x,
-    g = ``groups``). On a CPU the training step dominates both, so the ``train`` ratio is close to 1;
-    the ``data`` ratio shows what the pipeline alone costs. Each rate is the best of ``repeats``.
-    """
-    from .model import shufflenet_v1
-
-    if threads:
-        torch.set_num_threads(threads)
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
-    needed = batch_size * (max(train_steps, data_steps) + warmup)
-    train, _, _ = load_data(data, limit=limit or needed)
-    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
-
-    model = shufflenet_v1(groups, scale, num_classes=10, small_input=True).to(device)
-    model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-
-    def train_step(images, labels):
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def to_device(images, labels):  # the DataLoader path's batches still have to reach the device
-        images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-
-    def fast():
-        loader = DeviceLoader(train, batch_size, device, train=True)
-        while True:
-            yield from loader
-            loader.set_epoch(loader.epoch + 1)
-
-    def reference():
-        epoch = 0
-        while True:
-            yield from make_dataloader(train, batch_size, train=True, num_workers=num_workers, epoch=epoch)
-            epoch += 1
-
-    # Alternate the four measurements and keep each one's best of ``repeats``: on a shared machine,
-    # other programs only ever slow a measurement down.
-    rates = {"fast_data_ips": [], "dataloader_data_ips": [], "fast_train_ips": [], "dataloader_train_ips": []}
-    for _ in range(repeats):
-        rates["fast_data_ips"].append(_images_per_second(fast(), data_steps, warmup=warmup, sync=sync))
-        rates["dataloader_data_ips"].append(_images_per_second(reference(), data_steps, to_device, warmup, sync))
-        rates["fast_train_ips"].append(_images_per_second(fast(), train_steps, train_step, warmup, sync))
-        rates["dataloader_train_ips"].append(_images_per_second(reference(), train_steps, train_step, warmup, sync))
-    result = {
-        "data": data if data in ("cifar10", "synthetic") else Path(data).name,
-        "device": device_name(device), "threads": torch.get_num_threads(), "num_workers": num_workers, "batch_size": batch_size,
-        "model": f"shufflenet_v1(groups={groups}, scale={scale}, small_input=True)",
-        "train_steps": train_steps, "data_steps": data_steps, "warmup": warmup, "repeats": repeats,
-        **{key: max(values) for key, values in rates.items()},
-    }
-    result["data_ratio"] = result["fast_data_ips"] / result["dataloader_data_ips"]
-    result["train_ratio"] = result["fast_train_ips"] / result["dataloader_train_ips"]
-    return result

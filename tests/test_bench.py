@@ -1,133 +1,98 @@
-"""Tests of the benchmark command line (shufflenet/bench.py): fast runs only (--quick), files in tmp_path."""
+"""Tests of the benchmark wing, shufflenet/bench/: its timing, its experiments and its command line.
+
+Everything runs tiny (few rounds, small tensors) and writes only into tmp_path.
+"""
 
 import csv
+import inspect
 import json
-import math
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from shufflenet import bench, shufflenet_v1
+from shufflenet import bench, count_macs, shufflenet_v1
+from shufflenet.bench import __main__ as cli
+from shufflenet.bench.timing import time_interleaved
+
+EXPERIMENTS = ("models", "shuffle", "g2", "profile", "pipeline")
 
 
-def test_help_runs_as_a_module_and_lists_the_subcommands():
-    result = subprocess.run([sys.executable, "-m", "shufflenet.bench", "--help"], capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
-    for name in ("models", "shuffle", "g2", "profile"):
-        assert name in result.stdout
+# --- timing ---------------------------------------------------------------------------------------
+
+class FakeMachine:
+    """A clock that advances only when a fake operation runs, by that operation's cost."""
+
+    def __init__(self):
+        self.t, self.calls = 0.0, []
+
+    def op(self, name, cost):
+        def run():
+            self.t += cost
+            self.calls.append(name)
+        return run
+
+    def now(self):
+        return self.t
 
 
-def test_subcommand_help_documents_the_options(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        bench.main(["models", "--help"])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
-    for option in ("--models", "--forms", "--devices", "--repeats", "--batch", "--quick", "--out"):
-        assert option in text
+def test_time_interleaved_measures_each_callable_per_call():
+    m = FakeMachine()
+    times = time_interleaved({"a": m.op("a", 2.0), "b": m.op("b", 5.0)}, repeats=3, warmup=2,
+                             min_block_s=12.0, now=m.now)
+    assert times == {"a": [2.0] * 3, "b": [5.0] * 3}
+    # warm-up 2 + 1 call to size the block, then 3 blocks of ceil(12 / 2) = 6 and ceil(12 / 5) = 3 calls
+    assert m.calls.count("a") == 2 + 1 + 3 * 6 and m.calls.count("b") == 2 + 1 + 3 * 3
 
 
-def test_models_is_the_default_subcommand():
-    assert bench.parse_args([]).subcommand == "models"
-    args = bench.parse_args(["--quick"])
-    assert args.subcommand == "models" and args.quick and args.repeats == 3
-    # An option the user sets wins over --quick's choice.
-    assert bench.parse_args(["--quick", "--repeats", "5"]).repeats == 5
+def test_time_interleaved_alternates_blocks_and_settles_untimed():
+    m = FakeMachine()
+    times = time_interleaved({"a": m.op("a", 1.0), "b": m.op("b", 3.0)}, repeats=2, warmup=1,
+                             settle=1, now=m.now)
+    assert times == {"a": [1.0, 1.0], "b": [3.0, 3.0]}  # the settling calls are not timed
+    timed = "".join(m.calls[4:])  # after warm-up and sizing: a a b b
+    assert timed == "aabbaabb"  # each round: a settle + a block of a, then the same for b
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--models", "alexnet"], "invalid choice"),
-    (["models", "--repeats", "0"], "expected a positive integer"),
-    (["models", "--batch", "two"], "expected a positive integer"),
-    (["shuffle", "--shapes", "60x28"], "expected a shape CxHxW"),
-    (["no-such-benchmark"], "invalid choice"),
-    (["shuffle", "--clock", "cpu"], "use it with --threads 1"),
-])
-def test_bad_arguments_fail_with_a_clear_message(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        bench.main(argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+def test_a_burst_of_load_hits_every_configuration_alike():
+    m = FakeMachine()
+    slow_round = {"factor": 1.0}
+
+    def op(name, cost):
+        def run():
+            m.t += cost * slow_round["factor"]
+        return run
+
+    fns = {"a": op("a", 1.0), "b": op("b", 2.0)}
+    calls = {"n": 0}
+
+    def now():  # the load arrives during the second of three rounds, for both a and b
+        calls["n"] += 1
+        slow_round["factor"] = 10.0 if 9 <= calls["n"] <= 12 else 1.0
+        return m.t
+
+    times = time_interleaved(fns, repeats=3, warmup=1, now=now)
+    assert times["a"][1] == 10.0 and times["b"][1] == 20.0
+    medians = {k: bench.summarize(v)["median_ms"] / 1e3 for k, v in times.items()}
+    assert medians == {"a": 1.0, "b": 2.0}
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is missing")
-def test_asking_for_cuda_without_it_fails_clearly(capsys):
-    with pytest.raises(SystemExit):
-        bench.main(["models", "--devices", "cuda"])
-    assert "CUDA is not available" in capsys.readouterr().err
+def test_summarize_reports_the_median_and_quartiles():
+    stats = bench.summarize([0.003, 0.001, 0.002, 0.005, 0.001])
+    assert (stats["median_ms"], stats["q25_ms"], stats["q75_ms"], stats["iqr_ms"]) == (2, 1, 3, 2)
+    assert stats["min_ms"] == 1 and stats["n"] == 5
 
 
-def test_quick_models_run_writes_json_and_csv(tmp_path, capsys):
-    threads = torch.get_num_threads()
-    assert bench.main(["--quick", "--devices", "cpu", "--threads", "1", "--out", str(tmp_path)]) == 0
-    assert torch.get_num_threads() == threads  # --threads holds for the run only
-    printed = capsys.readouterr().out
-    assert "shufflenet_v1_g8_x0_5" in printed and "latency ms" in printed
-    payload = json.loads((tmp_path / "models.json").read_text())
-    assert payload["benchmark"] == "models"
-    for key in ("cpu_model", "cpu_count", "torch", "torchvision"):
-        assert payload["machine"][key]
-    assert payload["machine"]["torch_threads"] == 1
-    (row,) = payload["results"]
-    assert row["model"] == "shufflenet_v1_g8_x0_5" and row["form"] == "eager" and row["device"] == "cpu"
-    assert 0 < row["latency_q25_ms"] <= row["latency_median_ms"] <= row["latency_q75_ms"]
-    assert row["latency_n"] == 3 and row["throughput_median"] > 0 and row["batch"] == 2
-    assert row["max_abs_diff_vs_eager"] == 0.0
-    assert payload["best"]["shufflenet_v1_g8_x0_5"]["cpu"]["form"] == "eager"
-    with open(tmp_path / "models.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 1 and float(rows[0]["latency_median_ms"]) == row["latency_median_ms"]
+def test_clock_choices_are_checked():
+    with pytest.raises(ValueError, match="clock must be one of"):
+        time_interleaved({"a": lambda: None}, 1, 1, clock="sundial")
+    with pytest.raises(ValueError, match="cannot see time spent on a GPU"):
+        time_interleaved({"a": lambda: None}, 1, 1, clock="cpu", device="cuda")
 
 
-def test_quick_shuffle_run_compares_with_clone(tmp_path):
-    bench.main(["shuffle", "--quick", "--devices", "cpu", "--threads", "1", "--out", str(tmp_path)])
-    payload = json.loads((tmp_path / "shuffle.json").read_text())
-    rows = payload["results"]
-    assert {r["layout"] for r in rows} == {"nchw", "channels_last"}
-    for r in rows:
-        assert r["clone_us"] > 0 and r["shuffle_us"] > 0 and r["native_us"] > 0
-        assert math.isclose(r["shuffle_over_clone"], r["shuffle_us"] / r["clone_us"], rel_tol=0.01)
-
-
-def test_quick_pipeline_run_compares_fast_path_with_dataloader(tmp_path):
-    bench.main(["pipeline", "--quick", "--devices", "cpu", "--threads", "1", "--out", str(tmp_path)])
-    payload = json.loads((tmp_path / "pipeline.json").read_text())
-    rows = {r["measure"]: r for r in payload["results"]}
-    assert set(rows) == {"pipeline alone", "with training step"}
-    for r in rows.values():
-        assert r["fast_ips"] > 0 and r["dataloader_ips"] > 0
-        assert math.isclose(r["ratio"], r["fast_ips"] / r["dataloader_ips"], rel_tol=0.01)
-    assert payload["settings"]["data"] == "synthetic"
-
-
-def test_g2_widths_keep_the_flops_fixed():
-    assert [bench.g2_channels(128, g) for g in (1, 2, 4, 8)] == [128, 180, 256, 360]
-    for base in (64, 128):
-        flops = [bench.g2_channels(base, g) ** 2 / g for g in (1, 2, 4, 8)]
-        assert flops[0] == max(flops) and min(flops) / max(flops) > 0.94
-    net = bench.g2_network(24, 4, depth=10)
-    assert len(net) == 10 and all(conv.groups == 4 for conv in net)
-
-
-def test_quick_g2_and_profile_runs(tmp_path):
-    bench.main(["g2", "--quick", "--devices", "cpu", "--threads", "1", "--out", str(tmp_path)])
-    g2 = json.loads((tmp_path / "g2.json").read_text())["results"]
-    assert [r["groups"] for r in g2] == [1, 2, 4, 8] and all(r["images_per_s"] > 0 for r in g2)
-    bench.main(["profile", "--quick", "--threads", "1", "--out", str(tmp_path)])
-    rows = json.loads((tmp_path / "profile.json").read_text())["results"]
-    categories = {r["category"] for r in rows}
-    assert {"convolution", "channel shuffle", "batch norm"} <= categories
-    assert math.isclose(sum(r["percent"] for r in rows), 100, abs_tol=0.5)
-
-
-def test_profiling_restores_the_package_shuffle():
-    from shufflenet import channel_shuffle, unit
-
-    bench.profile_model(shufflenet_v1(groups=3, scale=0.5).eval(), torch.randn(1, 3, 32, 32), iterations=1, warmup=1)
-    assert unit.channel_shuffle is channel_shuffle
-
+# --- experiments, called as functions -------------------------------------------------------------
 
 def test_forms_compute_the_same_function():
     torch.manual_seed(0)
@@ -137,30 +102,147 @@ def test_forms_compute_the_same_function():
         expected = model(x)
         fast, memory_format = bench.prepare(model, "channels_last")
         got = fast(x.contiguous(memory_format=memory_format))
-    assert memory_format is torch.channels_last
-    assert torch.allclose(got, expected, atol=1e-5)
-    with pytest.raises(ValueError, match="unknown form"):
+    assert memory_format is torch.channels_last and torch.allclose(got, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown form 'tensorrt'"):
         bench.prepare(model, "tensorrt")
+    with pytest.raises(ValueError, match="unknown model 'alexnet'"):
+        bench.build_model("alexnet")
+
+
+def test_shuffle_rows_time_three_ways_and_check_the_layout():
+    rows = bench.run_shuffle(shapes=[(6, 4, 4)], batches=[2], repeats=2, warmup=1, min_block_ms=0.1)
+    assert [r["layout"] for r in rows] == ["nchw", "channels_last"]
+    for r in rows:
+        assert r["output_keeps_layout"] and r["clone_us"] > 0 and r["shuffle_us"] > 0
+        assert r["native_us"] > 0 and r["megabytes"] == round(2 * 6 * 16 * 4 / 2**20, 3)
+    with pytest.raises(ValueError, match="groups=3 does not divide the 8 channels"):
+        bench.run_shuffle(shapes=[(8, 4, 4)], repeats=1)
+
+
+def test_g2_widths_hold_the_multiply_adds():
+    assert [bench.g2_channels(128, g) for g in (1, 2, 4, 8)] == [128, 180, 256, 360]  # V2's Table 2
+    rows = bench.run_g2(base_channels=[64], layouts=["nchw"], size=2, depth=3, repeats=2, warmup=1,
+                        min_block_ms=0.1)
+    macs = [r["macs_per_image"] for r in rows]
+    assert [r["groups"] for r in rows] == [1, 2, 4, 8] and max(macs) == macs[0]
+    assert min(macs) > 0.9 * macs[0] and all(r["images_per_s"] > 0 for r in rows)
+    assert [conv.groups for conv in bench.g2_network(24, 4, depth=3)] == [4, 4, 4]
+
+
+def test_profile_finds_the_shuffle_among_copies_and_views():
+    x = torch.randn(1, 3, 32, 32)
+    for shuffle in (True, False):
+        model = shufflenet_v1(groups=3, scale=0.5, shuffle=shuffle).eval()
+        rows = {r["category"]: r for r in bench.profile_model(model, x, iterations=2, warmup=1)}
+        assert rows["convolution"]["calls"] == 1 + 16 * 3  # the stem, then three per unit
+        assert sum(r["percent"] for r in rows.values()) == pytest.approx(100, abs=0.5)
+        # In ShuffleNet V1 only the shuffle calls copies and views: five operators per unit.
+        assert rows.get("copies and views", {}).get("calls", 0) == (16 * 5 if shuffle else 0)
+
+
+def test_pipeline_rows_compare_both_paths():
+    rows = bench.run_pipeline(batch=8, train_steps=1, data_steps=2, device="cpu", repeats=1,
+                              warmup=1)
+    assert [r["measure"] for r in rows] == ["pipeline alone", "with training step"]
+    for r in rows:
+        assert r["fast_ips"] > 0 and r["dataloader_ips"] > 0 and r["device"] == "cpu"
 
 
 def test_export_matches_eager():
     torch.manual_seed(0)
-    model = shufflenet_v1(groups=3, scale=1.0)
-    exported, diff = bench.export_and_check(model, torch.randn(1, 3, 64, 64), atol=1e-5)
+    exported, diff = bench.export_and_check(shufflenet_v1(groups=3, scale=0.5), torch.randn(1, 3, 32, 32))
     assert diff < 1e-5
     targets = {node.target for node in exported.graph.nodes if node.op == "call_function"}
     assert torch.ops.aten.conv2d.default in targets  # a graph of ATen operators, no Python left
 
 
-def test_a_new_subcommand_can_be_registered():
-    calls = []
-    command = bench.Subcommand("dummy", "a test benchmark", lambda p: p.add_argument("--size", type=int),
-                               lambda args: calls.append(args.size) or {}, defaults={"size": 7, "repeats": 1},
-                               quick={})
-    bench.register(command)
-    try:
-        assert bench.main(["dummy"]) == 0 and calls == [7]
-        with pytest.raises(ValueError, match="already registered"):
-            bench.register(command)
-    finally:
-        del bench.SUBCOMMANDS["dummy"]
+# --- the command line -----------------------------------------------------------------------------
+
+def test_help_lists_every_experiment():
+    result = subprocess.run([sys.executable, "-m", "shufflenet.bench", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    listed = re.findall(r"^    (\w+)\s{2,}\S", result.stdout, flags=re.MULTILINE)
+    assert listed == list(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_keyword_is_an_option_with_the_functions_default(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([name, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo the line wrapping
+    run, _ = cli.EXPERIMENTS[name]
+    for key, parameter in inspect.signature(run).parameters.items():
+        assert f"--{key.replace('_', '-')} " in text
+        default = parameter.default
+        shown = "all" if isinstance(default, tuple) and list(default) == cli.CHOICES.get(key) \
+            else cli._show(default)
+        assert f"(default: {shown})" in text, key
+
+
+def test_the_command_line_passes_only_what_was_given():
+    name, kwargs, _ = cli.parse_args([])
+    assert name == "models" and kwargs == {}  # the function's own defaults apply
+    name, kwargs, _ = cli.parse_args(["--quick"])
+    assert kwargs == cli.QUICK["models"]
+    _, kwargs, _ = cli.parse_args(["--quick", "--repeats", "5", "--device", "cpu"])
+    assert kwargs["repeats"] == 5 and kwargs["devices"] == ["cpu"]  # what the user sets wins
+    _, kwargs, _ = cli.parse_args(["pipeline", "--devices", "cpu", "--data", "folder"])
+    assert kwargs == {"device": "cpu", "data": "folder"}
+    _, kwargs, _ = cli.parse_args(["shuffle", "--shapes", "60x28x28", "6x2x2"])
+    assert kwargs == {"shapes": [(60, 28, 28), (6, 2, 2)]}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "alexnet"], "invalid choice"),
+    (["models", "--repeats", "0"], "expected a positive integer"),
+    (["models", "--batch", "two"], "expected a positive integer"),
+    (["shuffle", "--shapes", "60x28"], "expected a shape CxHxW"),
+    (["no-such-benchmark"], "invalid choice"),
+    (["shuffle", "--clock", "cpu"], "use it with --threads 1"),
+    (["pipeline", "--clock", "cpu"], "unrecognized arguments: --clock"),
+])
+def test_bad_arguments_fail_with_a_clear_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is missing")
+def test_asking_for_cuda_without_it_fails_clearly(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--quick", "--device", "cuda"])
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_quick_models_run_records_the_machine_and_writes_json_and_csv(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    argv = ["--quick", "--models", "shufflenet_v1_g3_x0_5", "--repeats", "2", "--threads", "1",
+            "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert torch.get_num_threads() == threads  # --threads holds for the run only
+    assert "shufflenet_v1_g3_x0_5" in capsys.readouterr().out
+    payload = json.loads((tmp_path / "models.json").read_text())
+    assert payload["command"] == "python -m shufflenet.bench models " + " ".join(argv)
+    assert payload["machine"]["torch_threads"] == 1 and payload["machine"]["cpu_count"] >= 1
+    settings = payload["settings"]
+    assert settings["repeats"] == 2 and settings["size"] == 64 and settings["seed"] == 0
+    assert settings["threads"] == 1 and settings["clock"] == "wall"
+    eager, channels_last = payload["results"]
+    assert (eager["form"], channels_last["form"]) == ("eager", "channels_last")
+    assert eager["max_abs_diff_vs_eager"] == 0 and channels_last["max_abs_diff_vs_eager"] < 1e-4
+    net = shufflenet_v1(groups=3, scale=0.5)
+    assert eager["macs"] == count_macs(net, 64) + 480 * 1000  # the classifier is counted
+    assert 0 < eager["latency_q25_ms"] <= eager["latency_median_ms"] <= eager["latency_q75_ms"]
+    assert eager["latency_n"] == 2 and eager["throughput_median"] > 0
+    with open(tmp_path / "models.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["form"] for r in rows] == ["eager", "channels_last"]
+
+
+def test_the_benchmarks_never_import_the_trainer():
+    code = "import sys, shufflenet.bench; assert 'shufflenet.train' not in sys.modules"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

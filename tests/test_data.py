@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from shufflenet.data import (CIFAR10_MEAN, CIFAR10_STD, PADDING, DeviceLoader, Split, benchmark_pipeline,
-                             load_data, make_dataloader, normalize, random_crop_flip, synthetic_cifar)
+from shufflenet.data import (CIFAR10_MEAN, CIFAR10_STD, PADDING, DeviceLoader, Split, load_data,
+                             make_dataloader, normalize, random_crop_flip, synthetic_cifar)
 
 
 def distinct_images(n, seed=0):
@@ -140,15 +140,3 @@ def test_image_folder_needs_train_and_test(tmp_path):
     (tmp_path / "only_train" / "train" / "cat").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="test"):
         load_data(str(tmp_path / "only_train"))
-
-
-def test_benchmark_pipeline_reports_both_paths():
-    threads = torch.get_num_threads()
-    try:
-        result = benchmark_pipeline("synthetic", batch_size=16, train_steps=1, data_steps=2, device="cpu",
-                                    threads=1, repeats=1)
-    finally:
-        torch.set_num_threads(threads)
-    for key in ("fast_data_ips", "dataloader_data_ips", "fast_train_ips", "dataloader_train_ips"):
-        assert result[key] > 0
-    assert result["data_ratio"] == pytest.approx(result["fast_data_ips"] / result["dataloader_data_ips"])
