@@ -25,7 +25,7 @@ NOT_PAGES = ("_static", "_sources", "_images")  # folders of the build that hold
 
 
 def book_pages(html: Path = HTML) -> list[Path]:
-    """Every HTML page of the built book, the search and index pages included, ``index.html`` (a redirect) not."""
+    """Every HTML page of the built book, search and index pages included; not ``index.html``, a redirect."""
     return sorted(p for p in html.rglob("*.html")
                   if p.relative_to(html).parts[0] not in NOT_PAGES and p != html / "index.html")
 
@@ -33,7 +33,7 @@ def book_pages(html: Path = HTML) -> list[Path]:
 def find_chromium() -> str | None:
     """The Chromium to drive: ``$CHROMIUM`` if set, else the first of CHROMIUM_NAMES on the PATH."""
     if os.environ.get("CHROMIUM"):
-        return os.environ["CHROMIUM"]
+        return shutil.which(os.environ["CHROMIUM"])  # None where that is no executable file
     return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
 
 

@@ -22,7 +22,8 @@ from book_browser import (DESKTOP, HTML, NOT_PAGES, PHONE, ROOT, book_pages, fin
                           offline_browser, open_page)
 
 if not (HTML / "index.html").is_file():
-    pytest.skip("no built book in _build/html: run `make book` first (`make test` does)", allow_module_level=True)
+    pytest.skip("no built book in _build/html: run `make book` first (`make test` does)",
+                allow_module_level=True)
 
 ALL_PAGES = sorted(p for p in HTML.rglob("*.html") if p.relative_to(HTML).parts[0] not in NOT_PAGES)
 PAGES = book_pages()  # ALL_PAGES less index.html, which only redirects
@@ -124,8 +125,8 @@ def test_external_links_are_listed():
     for page in ALL_PAGES:
         for url in _check_page(page)[1]:
             pages_of[url].add(_name(page))
-    EXTERNAL_LINKS.write_text("".join(f"{url}\t{' '.join(sorted(pages))}\n" for url, pages in sorted(pages_of.items())),
-                              encoding="utf-8")
+    lines = [f"{url}\t{' '.join(sorted(pages))}\n" for url, pages in sorted(pages_of.items())]
+    EXTERNAL_LINKS.write_text("".join(lines), encoding="utf-8")
     assert pages_of, "no external link found: the check did not see the repository links"
 
 
@@ -135,11 +136,11 @@ def test_external_links_are_listed():
 def chromium():
     path = find_chromium()
     if path is None:
-        message = ("BROWSER TEST SKIPPED: no Chromium found (looked for $CHROMIUM, chromium, chromium-browser, "
-                   "google-chrome). Install one (Debian: `apt-get install chromium`) to check the book as a reader sees it.")
+        missing = ("no Chromium found (looked for $CHROMIUM, chromium, chromium-browser, google-chrome); "
+                   "install one (Debian: `apt-get install chromium`) to check the book as a reader sees it")
         if os.environ.get("CI"):
-            pytest.fail(message + " CI must run it: .ci/run installs Chromium.")
-        pytest.skip(message)
+            pytest.fail(f"CI must run the browser test, but {missing}; .ci/install-chromium installs it")
+        pytest.skip(f"BROWSER TEST SKIPPED: {missing}")
     return path
 
 
@@ -172,7 +173,8 @@ INSPECT = r"""() => {
             ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
     while (walker.nextNode()) {
         const value = walker.currentNode.nodeValue;
-        if (['\\(', '\\)', '\\[', '\\]', '$$'].some(d => value.includes(d))) found.raw_tex.push(value.trim().slice(0, 100));
+        if (['\\(', '\\)', '\\[', '\\]', '$$'].some(d => value.includes(d)))
+            found.raw_tex.push(value.trim().slice(0, 100));
     }
 
     // The reader's tools.
@@ -200,7 +202,7 @@ INSPECT = r"""() => {
     return found;
 }"""
 
-# Whether the page shows an element of the table of contents, the search field or the launch menu.
+# Whether the page shows, inside the window, an element that matches the selector.
 SHOWN = """selector => [...document.querySelectorAll(selector)].some(e => {
     const box = e.getBoundingClientRect();
     return box.width > 0 && box.height > 0 && box.right > 0 && box.left < window.innerWidth
@@ -214,11 +216,13 @@ def _click_shows(page, button: str, target: str) -> bool:
     buttons = page.locator(f"{button} >> visible=true")
     if buttons.count() == 0:
         return False
+    from playwright.sync_api import TimeoutError as NotShown
+
     buttons.first.click()
     try:
         page.wait_for_function(SHOWN, arg=target, timeout=2000)
         return True
-    except Exception:  # Playwright's TimeoutError: it did not show
+    except NotShown:
         return False
 
 
@@ -233,7 +237,8 @@ def seen(chromium):
             errors = []
             page.on("console", lambda message: message.type == "error" and errors.append(message.text))
             page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
-            page.on("requestfailed", lambda request: errors.append(f"not loaded: {request.url} ({request.failure})"))
+            page.on("requestfailed",
+                    lambda request: errors.append(f"not loaded: {request.url} ({request.failure})"))
             for path in PAGES:
                 errors.clear()
                 open_page(page, path)
@@ -263,18 +268,21 @@ BROWSER_CASES = [pytest.param(page, width, id=f"{_name(page)}-{width}") for widt
 @pytest.mark.parametrize(("page", "width"), BROWSER_CASES)
 def test_page_loads_offline_without_errors(seen, page, width):
     errors = seen[_name(page), width]["errors"]
-    assert not errors, "JavaScript errors or resources not loaded (the network is cut off):\n  " + "\n  ".join(errors)
+    assert not errors, \
+        "JavaScript errors or resources not loaded (the network is cut off):\n  " + "\n  ".join(errors)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_name)
 def test_every_image_loads(seen, page):
     found = seen[_name(page), "desktop"]
     assert not found["broken_images"], f"images that did not load: {found['broken_images']}"
-    assert not found["figures_as_text"], f"figures shown as text, without their image: {found['figures_as_text']}"
+    assert not found["figures_as_text"], \
+        f"figures shown as text, without their image: {found['figures_as_text']}"
     notebook = _notebook(page)
     if notebook is not None:
-        assert found["output_images"] == _image_outputs(notebook), \
-            f"{notebook.name} has {_image_outputs(notebook)} image outputs, the page shows {found['output_images']}"
+        expected = _image_outputs(notebook)
+        assert found["output_images"] == expected, \
+            f"{notebook.name} has {expected} image outputs, the page shows {found['output_images']}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_name)
@@ -289,7 +297,8 @@ def test_the_mathematics_is_typeset(seen, page):
 def test_toc_search_and_colab_button_are_there(seen, page):
     found = seen[_name(page), "desktop"]
     toc = re.findall(r"(?:root|file):\s*(\S+)", (ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    assert found["toc_links"] >= len(toc), f"the table of contents shows {found['toc_links']} of {len(toc)} pages"
+    assert found["toc_links"] >= len(toc), \
+        f"the table of contents shows {found['toc_links']} of {len(toc)} pages"
     assert found["toc_shown"], "the table of contents is not on the page"
     assert found["search_shown"], "no search field, nor a search button that opens one"
     notebook = _notebook(page)
@@ -304,7 +313,8 @@ def test_no_code_cell_is_wider_than_its_page(seen, page):
     """At 1280 px, 88 characters fit (tests/test_project.py limits notebook code lines to that)."""
     found = seen[_name(page), "desktop"]
     assert not found["wide_code"], \
-        f"{len(found['wide_code'])} code blocks scroll sideways at {DESKTOP['width']} px:\n  " + "\n  ".join(found["wide_code"])
+        f"{len(found['wide_code'])} code blocks scroll sideways at {DESKTOP['width']} px:\n  " \
+        + "\n  ".join(found["wide_code"])
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_name)

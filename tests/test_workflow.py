@@ -46,7 +46,8 @@ def test_the_build_job_runs_ci_and_the_readmes_two_commands():
 
 def test_main_deploys_the_built_html_with_the_official_pages_actions():
     build, deploy = WORKFLOW["jobs"]["build"], WORKFLOW["jobs"]["deploy"]
-    upload = [step for step in build["steps"] if step.get("uses", "").startswith("actions/upload-pages-artifact@")]
+    upload = [step for step in build["steps"]
+              if step.get("uses", "").startswith("actions/upload-pages-artifact@")]
     assert len(upload) == 1 and upload[0]["with"]["path"] == "_build/html"
     assert upload[0]["if"] == ON_MAIN, "only main publishes"
     assert build["steps"][-1] is upload[0], "the website is uploaded after both commands passed"
