@@ -103,6 +103,10 @@ def _check_page(page: Path):
     for tag in soup.select(".xref"):
         if tag.find_parent("a") is None:
             problems.append(f"unresolved reference {tag.get_text(strip=True)!r} ({' '.join(tag['class'])})")
+    # sphinxcontrib-bibtex writes a citation whose key is not in references.bib as an empty "[]".
+    for tag in soup.select("span.bibtex-citation"):
+        if tag.find("a", href=True) is None:
+            problems.append(f"unresolved citation {tag.get_text(strip=True)!r}")
     return problems, external
 
 
