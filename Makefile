@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test unit nbval notebooks clean
+.PHONY: book test unit nbval site screenshots notebooks clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,16 +13,25 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(BIN)/jupyter-book build . -W --keep-going
+	$(BIN)/jupyter-book build . --all -W --keep-going
 	@echo "Open _build/html/index.html"
 
-test: unit nbval
+test: unit nbval site
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --ignore=tests/test_site.py
 
 nbval: $(STAMP)
 	$(BIN)/python -m pytest --nbval notebooks -q
+
+# The built book as a reader gets it: every link and asset on disk, then every page in headless Chromium
+# with the network cut off (skipped, with a message saying so, where no Chromium is installed).
+site: book
+	$(BIN)/python -m pytest tests/test_site.py -q -rs
+
+# A full-page screenshot of every page, at a desktop's and a phone's width, to look at before committing.
+screenshots: book
+	$(BIN)/python tests/book_browser.py --out _build/screenshots
 
 # Re-execute every notebook in place, top to bottom in a fresh kernel, to refresh the committed outputs.
 notebooks: $(STAMP)

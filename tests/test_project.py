@@ -219,3 +219,16 @@ def test_every_citation_is_in_the_bibliography():
     keys = _bib_keys()
     missing = [(path, key) for path, key in _cited_keys() if key not in keys]
     assert not missing, f"cited but not in book/references.bib: {missing}"
+
+
+# --- code fits the page ---------------------------------------------------------------------------------
+
+MAX_CODE_LINE = 88  # characters; at 1280 px a code cell shows about 90 (tests/test_site.py checks the pages)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_code_lines_fit_the_page(path):
+    long = [f"code cell {index}: {len(line)} characters: {line.strip()[:50]}..."
+            for index, cell in enumerate(_cells(path, "code"), start=1)
+            for line in _source(cell).splitlines() if len(line) > MAX_CODE_LINE]
+    assert not long, f"{len(long)} code lines longer than {MAX_CODE_LINE} characters:\n  " + "\n  ".join(long)
