@@ -49,6 +49,7 @@ def bare_origin(source: Path, folder: Path) -> str:
     """A bare repository holding ``source``'s HEAD as the book's branch; its ``file://`` URL."""
     bare = folder / "origin.git"
     git("init", "-q", "--bare", bare)
+    git("config", "receive.shallowUpdate", "true", cwd=bare)  # CI checkouts are often shallow
     git("push", "-q", bare, f"HEAD:refs/heads/{BRANCH}", cwd=source)
     git("symbolic-ref", "HEAD", f"refs/heads/{BRANCH}", cwd=bare)  # its default branch, as on GitHub
     return bare.as_uri()  # file://: git clones it shallow, as the setup cell asks
