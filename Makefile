@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test unit nbval site screenshots notebooks clean
+.PHONY: book test unit nbval site screenshots notebooks gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,10 +34,19 @@ screenshots: book
 	$(BIN)/python tests/book_browser.py --out _build/screenshots
 
 # Re-execute every notebook in place, top to bottom in a fresh kernel, to refresh the committed outputs.
+# CPU-sized and offline even on a machine with a GPU: SHUFFLENET_FULL_RUN=1 opts in to the full run.
+notebooks: export SHUFFLENET_FULL_RUN ?= 0
 notebooks: $(STAMP)
 	for nb in notebooks/*.ipynb; do \
 	  $(BIN)/jupyter execute --inplace --timeout=1200 "$$nb" || exit 1; \
 	done
+
+# The GPU check (scripts/gpu_check.sh): CUDA tests, the full training configuration, the pipeline
+# benchmark, all written to OUT. Offline; ARCHIVE is cifar10-jpeg.tar.gz or the folder it unpacks to.
+OUT ?= gpu-check
+gpu-check: $(STAMP)
+	@test -n "$(ARCHIVE)" || { echo "usage: make gpu-check ARCHIVE=path/to/cifar10-jpeg.tar.gz [OUT=gpu-check]"; exit 2; }
+	PYTHON="$(CURDIR)/$(BIN)/python" scripts/gpu_check.sh "$(ARCHIVE)" "$(OUT)"
 
 clean:
 	rm -rf _build
