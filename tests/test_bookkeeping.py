@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from shufflenet import train as train_module
-from shufflenet.bookkeeping import Checkpoint, CheckpointError
+from shufflenet.bookkeeping import Checkpoint, CheckpointError, DeferredInterrupt, RunState
 from shufflenet.runs import main
 from shufflenet.train import Interrupted, autocast_dtype, train
 
@@ -41,6 +41,29 @@ class InterruptAt:
         if (epoch, step) == (self.epoch, self.step):
             shutil.copy(self.out / "checkpoint.pt", self.out / "after_epoch_1.pt")
             ctrl_c()
+
+
+def test_run_state_averages_the_loss_per_image_and_survives_a_checkpoint():
+    run = RunState()
+    run.add_step(torch.tensor(2.0), 32)
+    run.add_step(torch.tensor(1.0), 16)                  # a smaller last batch counts less
+    assert (run.epoch, run.step) == (0, 2)
+    saved = RunState.from_state_dict(run.state_dict(), torch.device("cpu"))
+    assert (saved.step, saved.loss_count, float(saved.loss_sum)) == (2, 48, 80.0)
+    saved.epoch_seconds = 1.5
+    row = saved.finish_epoch(0.75, lr=0.1)
+    assert row == {"epoch": 1, "train_loss": round(80 / 48, 6), "test_acc": 0.75, "lr": 0.1, "seconds": 1.5}
+    assert (saved.epoch, saved.step, saved.loss_count, saved.elapsed, saved.history) == (1, 0, 0, 1.5, [row])
+
+
+def test_deferred_interrupt_waits_for_the_step_boundary_then_stops_at_once():
+    with DeferredInterrupt() as interrupt:
+        assert not interrupt.requested
+        ctrl_c()                                         # the first only asks
+        assert interrupt.requested
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c()                                     # the second stops at once
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize("resume_from", ["end of epoch 1", "middle of epoch 2"])
