@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test unit nbval site screenshots notebooks gpu-check clean
+.PHONY: book test lint unit nbval site screenshots notebooks gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,10 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --all -W --keep-going
 	@echo "Open _build/html/index.html"
 
-test: unit nbval site
+test: lint unit nbval site
+
+lint: $(STAMP)
+	$(BIN)/ruff check shufflenet tests scripts
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q --ignore=tests/test_site.py

@@ -5,8 +5,7 @@ The chapters build each piece by hand and then import it from here.
 
 from .complexity import count_macs, count_params
 from .conv import conv1x1, conv3x3
-from .model import (GROUPS, SCALES, WIDTHS, ShuffleNetV1, scaled_widths, shufflenet_v1,
-                    width_source)
+from .model import GROUPS, SCALES, WIDTHS, ShuffleNetV1, scaled_widths, shufflenet_v1, width_source
 from .shuffle import channel_shuffle
 from .unit import ShuffleUnit
 

@@ -59,7 +59,8 @@ class RunState:
                "test_acc": round(test_acc, 6), "lr": lr, "seconds": round(self.epoch_seconds, 3)}
         self.history.append(row)
         self.elapsed += self.epoch_seconds
-        self.epoch, self.step, self.loss_sum, self.loss_count, self.epoch_seconds = self.epoch + 1, 0, 0.0, 0, 0.0
+        self.epoch, self.step, self.epoch_seconds = self.epoch + 1, 0, 0.0
+        self.loss_sum, self.loss_count = 0.0, 0
         return row
 
     def state_dict(self) -> dict:

@@ -38,4 +38,5 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1, groups: int = 
     """
     _check_groups(in_channels, out_channels, groups)
     check_choice("stride", stride, (1, 2))
-    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, groups=groups,
+                     bias=False)

@@ -247,7 +247,8 @@ def reference_transform(augment: bool):
     from torchvision.transforms import v2
 
     steps = [v2.RandomCrop(32, padding=PADDING), v2.RandomHorizontalFlip()] if augment else []
-    return v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR10_MEAN, CIFAR10_STD)]
+    return v2.Compose(steps + to_float)
 
 
 class TransformedSplit(Dataset):

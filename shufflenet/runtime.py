@@ -55,7 +55,7 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
             Path(tmp).write_text(obj)
         else:
             torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are for everyone who can read the folder
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for everyone who can read the folder
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

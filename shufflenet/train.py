@@ -13,37 +13,27 @@ The recipe, top to bottom in :func:`train`:
   native bf16 (AVX512-BF16 or AMX); ``channels_last`` memory layout; optionally ``torch.compile``;
 * evaluation on the test split after every epoch.
 
-Command line (``python -m shufflenet.train --help``)::
-
-    python -m shufflenet.train --data cifar10 --groups 3 --scale 1.0 --epochs 30 --out runs/g3
-
-writes ``OUT/metrics.jsonl`` (one line per epoch), ``OUT/checkpoint.pt`` (after every epoch, and on
-Ctrl-C, at the next step boundary) and ``OUT/summary.json`` (at the end). ``--resume`` continues a stopped
-run exactly; ``--export DIR`` then also writes the results folder the book commits (:func:`export_run`).
-The bookkeeping (run state, checkpoints, Ctrl-C) lives in ``bookkeeping.py``.
+The command line (``python -m shufflenet.train --help``) and the export of a finished run's results for
+the book live in ``runs.py``; the bookkeeping (run state, checkpoints, Ctrl-C) in ``bookkeeping.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import runtime
-from ._checks import positive_float_arg, positive_int_arg
-from .bookkeeping import (PRECISION_NAMES, Checkpoint, CheckpointError, DeferredInterrupt, RunState,
-                          TrainingError, read_checkpoint)
+from .bookkeeping import Checkpoint, DeferredInterrupt, RunState, TrainingError
+from .complexity import count_params
 from .data import DeviceLoader, ReferenceLoader, load_data, make_dataloader
-from .model import GROUPS, SCALES, shufflenet_v1
+from .model import shufflenet_v1
 from .runtime import atomic_save, device_name
 from .unit import ShuffleUnit
 
@@ -237,12 +227,6 @@ def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype 
     return torch.cat(predictions), torch.cat(targets)
 
 
-def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``matrix[true, predicted]`` = number of test images."""
-    return torch.bincount(targets * num_classes + predictions, minlength=num_classes ** 2).view(
-        num_classes, num_classes)
-
-
 # ----------------------------------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------------------------------
@@ -355,138 +339,14 @@ def write_summary(config, run, device, dtype, model, train_images: int, test_ima
         "test_limit": config.test_limit, "threads": torch.get_num_threads(), "train_images": train_images,
         "test_images": test_images, "peak_lr": config.peak_lr,
         "precision": str(dtype or torch.float32).removeprefix("torch."),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": count_params(model),
         "torch": torch.__version__, "config": asdict(config),
     }
     atomic_save(json.dumps(summary, indent=2) + "\n", Path(config.out) / "summary.json")
     return summary
 
 
-# ----------------------------------------------------------------------------------------------------
-# Results for the book
-# ----------------------------------------------------------------------------------------------------
+if __name__ == "__main__":  # the command line lives in runs.py, which imports this module
+    from .runs import main
 
-def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
-    """Copy a finished run's results into ``dest``, the form the book commits under ``notebooks/results/``.
-
-    ``summary.json`` and ``metrics.jsonl`` as they are; ``model.pt``, the final weights alone (no optimiser
-    state); ``confusion.json``, the confusion matrix of those weights over the run's whole test split,
-    evaluated in the run's precision; and ``predictions.pt``, each test image's predicted and true label
-    (uint8, in the split's order), for paired comparisons of two runs on the same images. Its accuracy must agree with the summary's to within 10 images in
-    10,000 (a GPU's convolution kernels need not be bit-for-bit deterministic), or the data is not the run's.
-    """
-    out, dest = Path(config.out), Path(dest)
-    if not (out / "summary.json").is_file():
-        raise TrainingError(f"{out} holds no finished run (no summary.json) to export")
-    summary = json.loads((out / "summary.json").read_text())
-    state = read_checkpoint(out / "checkpoint.pt")
-    device = resolve_device(config.device)
-    _, test_split, classes = load_splits(config)
-    model = build_model(config, len(classes), device)
-    model.load_state_dict(state["model"])
-    predictions, targets = predict(model, DeviceLoader(test_split, 1024, device, train=False), device,
-                                   autocast_dtype(device, config.precision))
-    matrix = confusion_matrix(predictions, targets, len(classes))
-    accuracy = round(matrix.diag().sum().item() / len(targets), 6)
-    if abs(accuracy - summary["test_acc"]) > 1e-3:
-        raise TrainingError(f"the final weights score {accuracy} on the test split, the summary says "
-                            f"{summary['test_acc']}: is this the data the run was made with?")
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "metrics.jsonl"):
-        atomic_save((out / name).read_text(), dest / name)
-    atomic_save({k: v.contiguous() for k, v in state["model"].items()}, dest / "model.pt")
-    confusion = {"classes": classes, "matrix": matrix.tolist(), "test_images": len(targets), "accuracy": accuracy}
-    atomic_save(json.dumps(confusion, indent=1) + "\n", dest / "confusion.json")
-    atomic_save({"predictions": predictions.to(torch.uint8), "labels": targets.to(torch.uint8)},
-                dest / "predictions.pt")
-    return confusion
-
-
-# ----------------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m shufflenet.train",
-                                description="Train ShuffleNet V1 on CIFAR-10 (32x32 variant).")
-    p.add_argument("--data", default=defaults.data, help="cifar10, synthetic, or a directory with "
-                   "train/<class>/* and test/<class>/* (default: cifar10)")
-    p.add_argument("--root", default=None, help="where CIFAR-10 is (or is downloaded to); default ./data")
-    p.add_argument("--groups", type=int, choices=GROUPS, default=defaults.groups)
-    p.add_argument("--scale", type=float, choices=SCALES, default=defaults.scale)
-    p.add_argument("--mixing", choices=MIXINGS, default=defaults.mixing,
-                   help="what connects the group convolutions of a unit: the channel shuffle, nothing, "
-                   "or a fixed random permutation of the channels (the ablation; default shuffle)")
-    p.add_argument("--no-shuffle", dest="mixing", action="store_const", const="none",
-                   help="the same as --mixing none")
-    p.add_argument("--no-zero-init", dest="zero_init_residual", action="store_false",
-                   help="keep the last BatchNorm scale of each residual branch at 1")
-    p.add_argument("--epochs", type=positive_int_arg, default=defaults.epochs)
-    p.add_argument("--batch-size", type=positive_int_arg, default=defaults.batch_size)
-    p.add_argument("--lr", type=positive_float_arg, default=None, help="peak learning rate "
-                   "(default: 0.1 * batch size / 128)")
-    p.add_argument("--momentum", type=float, default=defaults.momentum)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
-    p.add_argument("--schedule", choices=("onecycle", "cosine"), default=defaults.schedule)
-    p.add_argument("--limit", type=positive_int_arg, default=None, help="at most N images per split")
-    p.add_argument("--test-limit", type=positive_int_arg, default=None, help="at most N test images")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--pipeline", choices=("fast", "dataloader"), default=defaults.pipeline)
-    p.add_argument("--num-workers", type=int, default=defaults.num_workers)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device)
-    p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                   help="autocast dtype (default auto: bf16 or fp16 on a GPU, fp32 on a CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--threads", type=positive_int_arg, default=None, help="torch.set_num_threads(N)")
-    p.add_argument("--out", default=defaults.out, help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.add_argument("--export", metavar="DIR", default=None, help="at the end, write the results folder the "
-                   "book commits (summary, metrics, final weights, confusion matrix) to DIR")
-    return p
-
-
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.data not in ("cifar10", "synthetic"):
-        folder = Path(args.data)
-        if not folder.is_dir():
-            parser.error(f"argument --data: {args.data!r} is neither 'cifar10', 'synthetic' nor an existing "
-                         f"directory")
-        if not ((folder / "train").is_dir() and (folder / "test").is_dir()):
-            parser.error(f"argument --data: directory {args.data!r} needs train/<class>/* and test/<class>/*")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("argument --device: 'cuda' requested but CUDA is not available on this machine "
-                     "(choose from 'auto', 'cpu')")
-    if (Path(args.out) / "checkpoint.pt").exists() and not args.resume:
-        parser.error(f"argument --out: {args.out!r} already holds a checkpoint; pass --resume to continue "
-                     f"it or choose another --out")
-    resume = args.resume
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    try:
-        summary = train(config, resume=resume)
-    except KeyboardInterrupt:  # before training started, or a second Ctrl-C: the last checkpoint stands
-        print(f"error: stopped at once; {config.out} keeps the last checkpoint saved before, if any",
-              file=sys.stderr)
-        return 130
-    except TrainingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 130 if isinstance(error, Interrupted) else 1
-    print(f"done: test accuracy {summary['test_acc']:.4f} after {summary['epochs']} epochs "
-          f"in {summary['seconds']:.0f} s on {summary['device']}; results in {config.out}")
-    if args.export:
-        try:
-            export_run(config, args.export)
-        except TrainingError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        print(f"exported summary, metrics, final weights, confusion matrix and predictions to "
-              f"{args.export}")
-    return 0
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

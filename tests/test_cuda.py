@@ -20,7 +20,8 @@ import torch  # noqa: E402
 from shufflenet import channel_shuffle, shufflenet_v1  # noqa: E402
 from shufflenet import train as train_module  # noqa: E402
 from shufflenet.data import DeviceLoader, random_crop_flip, synthetic_cifar  # noqa: E402
-from shufflenet.train import Interrupted, TrainConfig, autocast_dtype, main, train, train_step  # noqa: E402
+from shufflenet.runs import main  # noqa: E402
+from shufflenet.train import Interrupted, TrainConfig, autocast_dtype, train, train_step  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -72,12 +73,10 @@ def test_a_tiny_cuda_run_resumes_exactly_after_ctrl_c(tmp_path, deterministic, p
     assert all(torch.equal(a[key], b[key]) for key in a)
 
 
-def test_a_cpu_checkpoint_resumed_on_cuda_is_a_one_line_error(tmp_path, capsys):
-    args = ["--data", "synthetic", "--scale", "0.25", "--limit", "64", "--batch-size", "32", "--epochs", "1",
-            "--out", str(tmp_path), "--no-progress"]
-    assert main(args + ["--device", "cpu"]) == 0
+def test_a_cpu_checkpoint_resumed_on_cuda_is_a_one_line_error(tmp_path, capsys, cli_args):
+    assert main(cli_args(tmp_path)) == 0  # on the CPU
     capsys.readouterr()
-    assert main(args + ["--device", "cuda", "--resume"]) == 1
+    assert main(cli_args(tmp_path, "--device", "cuda", "--resume")) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "device cpu there, cuda now" in err and "Traceback" not in err
 
@@ -130,8 +129,8 @@ def test_a_compiled_training_step_equals_the_eager_one(full_fp32):
     # agreed within 1e-3, but the stem's weights after the step differed by up to 4%: see the closing
     # note of issue 9 and notebooks/results/gpu-check/.
     torch.manual_seed(0)
-    eager = shufflenet_v1(3, 0.25, num_classes=10, small_input=True).to(CUDA, memory_format=torch.channels_last)
-    compiled = shufflenet_v1(3, 0.25, num_classes=10, small_input=True).to(CUDA, memory_format=torch.channels_last)
+    eager, compiled = (shufflenet_v1(3, 0.25, num_classes=10, small_input=True).to(
+        CUDA, memory_format=torch.channels_last) for _ in range(2))
     compiled.load_state_dict(eager.state_dict())
     images, labels = _batch()
     losses = []
@@ -146,7 +145,8 @@ def test_a_training_step_never_waits_for_the_gpu():
     """No ``.item()``, no host copy, nothing that synchronises inside the step (bf16 or fp32, no scaler:
     fp16's gradient scaler must read its inf check on the host, a documented synchronisation)."""
     dtype = torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else None
-    model = shufflenet_v1(3, 0.25, num_classes=10, small_input=True).to(CUDA, memory_format=torch.channels_last)
+    model = shufflenet_v1(3, 0.25, num_classes=10, small_input=True).to(CUDA,
+                                                                         memory_format=torch.channels_last)
     parts = _step_parts(model, dtype)
     images, labels = _batch()
     train_step(model, images, labels, *parts, dtype)  # the first step allocates optimiser state

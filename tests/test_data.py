@@ -3,11 +3,20 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torchvision.transforms import v2
 
-from shufflenet.data import (CIFAR10_MEAN, CIFAR10_STD, PADDING, DeviceLoader, Split, load_data,
-                             make_dataloader, normalize, random_crop_flip, synthetic_cifar)
+from shufflenet.data import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    PADDING,
+    DeviceLoader,
+    Split,
+    load_data,
+    make_dataloader,
+    normalize,
+    random_crop_flip,
+    synthetic_cifar,
+)
 
 
 def distinct_images(n, seed=0):
@@ -48,8 +57,9 @@ def test_random_offsets_stay_within_the_padding():
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
     seen_offsets, flips = set(), 0
     for i in range(len(images)):
-        found = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
-                 if torch.equal(out[i], (lambda c: c.flip(-1) if f else c)(padded[i, :, dy:dy + 32, dx:dx + 32]))]
+        crops = {(dy, dx): padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)}
+        found = [(dy, dx, f) for (dy, dx), crop in crops.items() for f in (False, True)
+                 if torch.equal(out[i], crop.flip(-1) if f else crop)]
         assert len(found) == 1, f"image {i}: crop not found exactly once in its padded source"
         seen_offsets.add(found[0][:2])
         flips += found[0][2]
@@ -109,30 +119,17 @@ def test_synthetic_data_is_deterministic_and_learnable():
     assert means.std(0).mean() > 10
 
 
-def write_image_folder(root, classes=("cat", "dog"), per_class=(3, 2), seed=0):
-    rng = np.random.default_rng(seed)
-    written = {}
-    for split, count in zip(("train", "test"), per_class):
-        for name in classes:
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i:04d}.png")
-                written[(split, name, i)] = pixels
-    return written
-
-
-def test_image_folder(tmp_path):
-    written = write_image_folder(tmp_path / "tiny")
-    train, test, classes = load_data(str(tmp_path / "tiny"))
+def test_image_folder(tmp_path, image_folder):
+    root, written = image_folder("tiny")
+    train, test, classes = load_data(str(root))
     assert classes == ["cat", "dog"]
     assert train.images.shape == (6, 3, 32, 32) and test.images.shape == (4, 3, 32, 32)
     assert train.labels.tolist() == [0, 0, 0, 1, 1, 1] and test.labels.tolist() == [0, 0, 1, 1]
-    assert np.array_equal(train.images[4].permute(1, 2, 0).numpy(), written[("train", "dog", 1)])  # PNG: lossless
+    # PNG is lossless: the decoded pixels are the written ones
+    assert np.array_equal(train.images[4].permute(1, 2, 0).numpy(), written[("train", "dog", 1)])
     cache = tmp_path / "tiny.pt"
     assert cache.is_file()
-    again, _, _ = load_data(str(tmp_path / "tiny"))  # now from the cache
+    again, _, _ = load_data(str(root))  # now from the cache
     assert torch.equal(again.images, train.images)
 
 

@@ -88,7 +88,8 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
 @pytest.mark.parametrize("entry", TOC_FILES)
 def test_every_toc_entry_exists(entry):
     candidates = [ROOT / f"{entry}{suffix}" for suffix in (".md", ".ipynb")]
-    assert any(path.is_file() for path in candidates), f"_toc.yml lists {entry}, but neither .md nor .ipynb exists"
+    assert any(path.is_file() for path in candidates), \
+        f"_toc.yml lists {entry}, but neither .md nor .ipynb exists"
 
 
 def test_toc_lists_each_file_once():
@@ -172,7 +173,8 @@ def test_notebook_was_executed_top_to_bottom(path):
 def test_notebook_has_no_stored_errors(path):
     for index, cell in enumerate(_cells(path, "code"), start=1):
         for output in cell.get("outputs", []):
-            assert output["output_type"] != "error", f"code cell {index} stored an error: {output.get('ename')}"
+            assert output["output_type"] != "error", \
+                f"code cell {index} stored an error: {output.get('ename')}"
             if output["output_type"] == "stream" and output["name"] == "stderr":
                 assert "Traceback" not in "".join(output["text"]), f"code cell {index} printed a traceback"
 

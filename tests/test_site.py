@@ -18,8 +18,18 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from bs4 import BeautifulSoup
 
-from book_browser import (DESKTOP, HTML, NOT_PAGES, PHONE, ROOT, book_pages, find_chromium, new_context,
-                          offline_browser, open_page)
+from book_browser import (
+    DESKTOP,
+    HTML,
+    NOT_PAGES,
+    PHONE,
+    ROOT,
+    book_pages,
+    find_chromium,
+    new_context,
+    offline_browser,
+    open_page,
+)
 
 if not (HTML / "index.html").is_file():
     pytest.skip("no built book in _build/html: run `make book` first (`make test` does)",

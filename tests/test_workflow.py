@@ -22,7 +22,8 @@ def _commands(script: str) -> list[str]:
 
 def _pages_url() -> str:
     """GitHub Pages' address for _config.yml's repository: https://OWNER.github.io/NAME/."""
-    owner, name = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+?)/?", CONFIG["repository"]["url"]).groups()
+    url = CONFIG["repository"]["url"]
+    owner, name = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+?)/?", url).groups()
     return f"https://{owner.lower()}.github.io/{name}/"
 
 

@@ -13,7 +13,6 @@ import torch
 
 from ..runtime import atomic_save, cpu_model_name
 
-
 # The columns of each experiment's printed table: (header, key, format spec).
 COLUMNS = {
     "models": [("model", "model", ""), ("device", "device", ""), ("form", "form", ""),

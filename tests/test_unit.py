@@ -1,7 +1,9 @@
-"""Facts about the ShuffleNet unit that Chapter 3 (notebooks/03_shufflenet_unit.ipynb) relies on."""
+"""Tests of shufflenet.unit: the ShuffleNet unit, and the facts Chapter 3 (notebooks/03_shufflenet_unit.ipynb)
+relies on."""
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from shufflenet import ShuffleUnit, channel_shuffle, shufflenet_v1
@@ -25,7 +27,8 @@ def test_stride1_unit_matches_section_3_2_formula(channels, size, groups):
     assert conv_weights == 2 * channels * m // groups + 9 * m
 
 
-@pytest.mark.parametrize("c_in, c_out, size, groups", [(240, 480, 28, 3), (384, 768, 28, 8), (200, 400, 28, 2)])
+@pytest.mark.parametrize("c_in, c_out, size, groups",
+                         [(240, 480, 28, 3), (384, 768, 28, 8), (200, 400, 28, 2)])
 def test_stride2_unit_cost(c_in, c_out, size, groups):
     m = c_out // 4
     unit = ShuffleUnit(c_in, c_out, stride=2, groups=groups)
@@ -44,8 +47,9 @@ def test_no_relu_after_depthwise_and_shortcut_first_in_concat():
 
 
 def test_relu_after_concat_matches_the_official_relu_on_the_main_branch_for_non_negative_input():
-    """Figure 2(c) puts the ReLU after the concatenation; the official code applies it to the main branch only.
-    Inside the network a unit's input comes out of a ReLU, so its average pool is non-negative: both agree."""
+    """Figure 2(c) puts the ReLU after the concatenation; the official code applies it to the main branch
+    only. Inside the network a unit's input comes out of a ReLU, so its average pool is non-negative:
+    both agree."""
     torch.manual_seed(0)
     unit = ShuffleUnit(240, 480, stride=2, groups=3).eval()
     x = torch.relu(torch.randn(2, 240, 28, 28))
@@ -70,3 +74,46 @@ def test_stage2_first_unit_grouping_options():
     assert grouped.compress[0].weight.shape == (60, 8, 1, 1)
     with pytest.raises(ValueError, match="216"):
         ShuffleUnit(24, 240, stride=2, groups=5, group_first_conv=False)
+
+
+def test_unit_shapes_and_bottleneck():
+    unit = ShuffleUnit(240, 480, stride=2, groups=3).eval()
+    assert unit.compress[0].out_channels == 480 // 4
+    assert unit.expand[0].out_channels == 480 - 240
+    assert unit(torch.randn(1, 240, 28, 28)).shape == (1, 480, 14, 14)
+    same = ShuffleUnit(480, 480, stride=1, groups=3).eval()
+    assert same(torch.randn(1, 480, 14, 14)).shape == (1, 480, 14, 14)
+
+
+def test_stride1_unit_is_residual():
+    unit = ShuffleUnit(48, 48, stride=1, groups=3).eval()
+    nn.init.zeros_(unit.expand[1].weight)                     # main branch outputs zero
+    x = torch.randn(2, 48, 8, 8)
+    torch.testing.assert_close(unit(x), torch.relu(x))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_shuffle_flag_decides_what_connects_the_group_convolutions(shuffle):
+    torch.manual_seed(0)
+    unit = ShuffleUnit(48, 48, stride=1, groups=3, shuffle=shuffle).eval()
+    x = torch.randn(2, 48, 8, 8)
+    with torch.no_grad():
+        between = unit.compress(x)
+        if shuffle:
+            between = channel_shuffle(between, 3)
+        expected = torch.relu(unit.expand(unit.depthwise(between)) + x)
+        assert torch.equal(unit(x), expected)
+        other = ShuffleUnit(48, 48, stride=1, groups=3, shuffle=not shuffle).eval()
+        other.load_state_dict(unit.state_dict())
+        assert not torch.allclose(other(x), expected)   # the same weights with the other flag differ
+
+
+@pytest.mark.parametrize("args, match", [
+    ((24, 48, 1, 3), r"a stride-1 unit adds its input, so out_channels \(48\) must equal in_channels \(24\)"),
+    ((24, 240, 2, 5), r"groups=5 must divide in_channels = 24"),
+    ((48, 48, 2, 3), r"a stride-2 unit concatenates its input, so out_channels \(48\) must exceed"),
+    ((24, 240, 3, 3), r"stride must be one of \{1, 2\}, got 3"),
+])
+def test_unit_rejects_bad_arguments_naming_them(args, match):
+    with pytest.raises(ValueError, match=match):
+        ShuffleUnit(*args)

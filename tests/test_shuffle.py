@@ -1,4 +1,4 @@
-"""Property tests of `shufflenet.channel_shuffle` (the facts Chapter 2 demonstrates, over many shapes)."""
+"""Tests of shufflenet.shuffle: `channel_shuffle` and the facts Chapter 2 demonstrates, over many shapes."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from torch import nn
 from shufflenet import channel_shuffle
 
 CASES = [(1, 1), (2, 1), (2, 2), (6, 2), (6, 3), (12, 3), (12, 4), (16, 2), (24, 8), (60, 5), (240, 3),
-         (544, 4), (9, 3), (7, 7)]
+         (544, 4), (9, 3), (7, 7), (384, 8)]
 
 
 def source_of(c, groups):
@@ -94,18 +94,25 @@ def test_gradient_flows_back_through_the_inverse_permutation():
     assert torch.equal(x.grad, channel_shuffle(weights, 4))
 
 
-@pytest.mark.parametrize("bad_groups, error", [(0, ValueError), (5, ValueError), (2.0, TypeError),
-                                               (True, TypeError)])
-def test_rejects_bad_groups(bad_groups, error):
-    with pytest.raises(error):
-        channel_shuffle(torch.randn(1, 12, 2, 2), bad_groups)
+@pytest.mark.parametrize("x, groups, error, match", [
+    (torch.randn(1, 10, 4, 4), 3, ValueError, r"groups=3 must divide the number of channels C=10"),
+    (torch.randn(1, 12, 2, 2), 5, ValueError, r"groups=5 must divide the number of channels C=12"),
+    (torch.randn(1, 12, 4, 4), 0, ValueError, r"groups must be a positive int, got 0"),
+    (torch.randn(1, 12, 2, 2), 2.0, TypeError, r"groups must be a positive int, got float 2.0"),
+    (torch.randn(1, 12, 2, 2), True, TypeError, r"groups must be a positive int, got bool True"),
+    (torch.randn(12, 4, 4), 3, ValueError, r"4-d \(N, C, H, W\) tensor, got shape \(12, 4, 4\)"),
+    ([1, 2, 3], 3, TypeError, r"x must be a torch.Tensor"),
+])
+def test_rejects_bad_input_naming_the_argument(x, groups, error, match):
+    with pytest.raises(error, match=match):
+        channel_shuffle(x, groups)
 
 
-def test_rejects_non_4d_input():
-    with pytest.raises(ValueError):
-        channel_shuffle(torch.randn(12, 2, 2), 3)
-    with pytest.raises(TypeError):
-        channel_shuffle([[1.0]], 1)
+def test_keeps_the_channels_last_memory_format():
+    x = torch.randn(2, 12, 5, 4).to(memory_format=torch.channels_last)
+    out = channel_shuffle(x, 3)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, nn.ChannelShuffle(3)(x.contiguous()))
 
 
 def _paths(layers, c):

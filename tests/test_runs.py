@@ -1,0 +1,95 @@
+"""Tests of shufflenet.runs: the command line (``python -m shufflenet.train``) and the export of a run."""
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import fields
+
+import pytest
+import torch
+
+from shufflenet import shufflenet_v1
+from shufflenet.bookkeeping import TrainingError
+from shufflenet.runs import confusion_matrix, export_run, main
+from shufflenet.train import TrainConfig, train
+
+
+def test_help_names_a_flag_for_every_option():
+    result = subprocess.run([sys.executable, "-m", "shufflenet.train", "--help"], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.startswith("usage: python -m shufflenet.train")
+    flags = {"zero_init_residual": "--no-zero-init", "progress": "--no-progress"}
+    shown = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", result.stdout))
+    for field in fields(TrainConfig):
+        assert flags.get(field.name, f"--{field.name.replace('_', '-')}") in shown, field.name
+    assert {"--resume", "--export", "--no-shuffle"} <= shown
+
+
+def test_export_writes_the_results_folder_of_a_finished_run(tmp_path, capsys, cli_args):
+    run, dest = tmp_path / "run", tmp_path / "results"
+    args = cli_args(run)
+    assert main(args) == 0
+    assert main(args + ["--resume", "--export", str(dest)]) == 0  # a finished run: nothing to train
+    assert sorted(p.name for p in dest.iterdir()) == ["confusion.json", "metrics.jsonl", "model.pt",
+                                                      "predictions.pt", "summary.json"]
+    summary = json.loads((dest / "summary.json").read_text())
+    confusion = json.loads((dest / "confusion.json").read_text())
+    matrix = torch.tensor(confusion["matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == confusion["test_images"] == summary["test_images"]
+    accuracy = round(matrix.diag().sum().item() / matrix.sum().item(), 6)
+    assert confusion["accuracy"] == summary["test_acc"] == accuracy
+    model = shufflenet_v1(3, 0.25, num_classes=10, small_input=True)
+    model.load_state_dict(torch.load(dest / "model.pt", weights_only=True))
+    predicted = torch.load(dest / "predictions.pt", weights_only=True)
+    assert predicted["predictions"].dtype == predicted["labels"].dtype == torch.uint8
+    correct = (predicted["predictions"] == predicted["labels"]).sum().item()
+    assert len(predicted["labels"]) == summary["test_images"] and correct == matrix.diag().sum().item()
+
+
+def test_export_of_an_unfinished_run_is_a_clear_error(tmp_path, tiny_config):
+    with pytest.raises(TrainingError, match="no finished run"):
+        export_run(tiny_config(tmp_path), tmp_path / "results")
+
+
+def test_cli_run_and_finished_resume(tmp_path, capsys, cli_args):
+    args = cli_args(tmp_path, "--groups", "8", "--no-shuffle")
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["groups"] == 8 and summary["shuffle"] is False and summary["mixing"] == "none"
+    assert main(args + ["--resume"]) == 0  # nothing left to train: the summary is simply written again
+    assert "done: test accuracy" in capsys.readouterr().out
+
+
+def test_existing_checkpoint_needs_resume(tmp_path, capsys, tiny_config):
+    train(tiny_config(tmp_path, epochs=1))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", "synthetic", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, argument", [
+    (["--epochs", "0"], "--epochs"),
+    (["--data", "/no/such/folder"], "--data"),
+    (["--groups", "5"], "--groups"),
+    (["--precision", "half"], "--precision"),
+])
+def test_bad_arguments_are_argparse_errors(tmp_path, capsys, args, argument):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + ["--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"argument {argument}" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", "synthetic", "--device", "cuda", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --device" in err and "CUDA is not available" in err
+
+
+def test_confusion_matrix():
+    matrix = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+    assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]

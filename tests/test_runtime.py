@@ -1,0 +1,57 @@
+"""Tests of shufflenet.runtime: the device to run on, what it is called, and writes that never leave half a
+file."""
+
+import stat
+
+import pytest
+import torch
+
+from shufflenet.runtime import atomic_save, cpu_model_name, device_name, resolve_device
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_auto_is_the_gpu_when_there_is_one(monkeypatch, cuda):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert resolve_device("auto") == torch.device("cuda" if cuda else "cpu")
+    assert resolve_device("cpu") == resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"'cuda' requested but CUDA is not available.*'auto' or 'cpu'"):
+        resolve_device("cuda")
+
+
+def test_the_cpu_is_named_by_its_model_and_threads(fake_cpuinfo):
+    fake_cpuinfo("processor\t: 0\nmodel name\t: Example CPU 9000 @ 3.00GHz\n")
+    assert cpu_model_name() == "Example CPU 9000 @ 3.00GHz"
+    torch.set_num_threads(1)   # the autouse fixture restores the count
+    assert device_name(torch.device("cpu")) == "CPU: Example CPU 9000 @ 3.00GHz, 1 thread(s)"
+
+
+def test_without_cpuinfo_the_platform_names_the_cpu(monkeypatch):
+    def no_file(path, *args, **kwargs):
+        raise OSError("no /proc here")
+    monkeypatch.setattr("builtins.open", no_file)
+    monkeypatch.setattr("platform.processor", lambda: "")
+    monkeypatch.setattr("platform.machine", lambda: "arm64")
+    assert cpu_model_name() == "arm64"
+
+
+def test_atomic_save_writes_text_and_tensors_readable_by_all(tmp_path):
+    atomic_save("hello\n", tmp_path / "note.txt")
+    atomic_save({"w": torch.arange(3)}, tmp_path / "weights.pt")
+    assert (tmp_path / "note.txt").read_text() == "hello\n"
+    assert torch.equal(torch.load(tmp_path / "weights.pt", weights_only=True)["w"], torch.arange(3))
+    assert stat.S_IMODE((tmp_path / "note.txt").stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["note.txt", "weights.pt"]  # no temporary files
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    atomic_save({"epoch": 1}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):
+        atomic_save({"cannot be pickled": lambda: None}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
