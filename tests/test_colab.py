@@ -21,7 +21,6 @@ are not seen here: commit them first. The notebook itself is taken from the work
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
