@@ -46,8 +46,6 @@ def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_class
         num_classes, num_classes)
 
 
-
-
 # ----------------------------------------------------------------------------------------------------
 # Results for the book
 # ----------------------------------------------------------------------------------------------------
@@ -58,8 +56,8 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     ``summary.json`` and ``metrics.jsonl`` as they are; ``model.pt``, the final weights alone (no optimiser
     state); ``confusion.json``, the confusion matrix of those weights over the run's whole test split,
     evaluated in the run's precision; and ``predictions.pt``, each test image's predicted and true label
-    (uint8, in the split's order), for paired comparisons of two runs on the same images. Its accuracy
-    must agree with the summary's to within 10 images in 10,000 (a GPU's convolution kernels need not be
+    (uint8, in the split's order), for paired comparisons of two runs on the same images. The accuracy of
+    the weights must agree with the summary's to within 10 images in 10,000 (a GPU's convolution kernels need not be
     bit-for-bit deterministic), or the data is not the run's.
     """
     out, dest = Path(config.out), Path(dest)
