@@ -57,8 +57,8 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     state); ``confusion.json``, the confusion matrix of those weights over the run's whole test split,
     evaluated in the run's precision; and ``predictions.pt``, each test image's predicted and true label
     (uint8, in the split's order), for paired comparisons of two runs on the same images. The accuracy of
-    the weights must agree with the summary's to within 10 images in 10,000 (a GPU's convolution kernels need not be
-    bit-for-bit deterministic), or the data is not the run's.
+    the weights must agree with the summary's to within 10 images in 10,000 (a GPU's convolution kernels
+    need not be bit-for-bit deterministic), or the data is not the run's.
     """
     out, dest = Path(config.out), Path(dest)
     if not (out / "summary.json").is_file():
