@@ -40,9 +40,7 @@ screenshots: book
 # CPU-sized and offline even on a machine with a GPU: SHUFFLENET_FULL_RUN=1 opts in to the full run.
 notebooks: export SHUFFLENET_FULL_RUN ?= 0
 notebooks: $(STAMP)
-	for nb in notebooks/*.ipynb; do \
-	  $(BIN)/jupyter execute --inplace --timeout=1200 "$$nb" || exit 1; \
-	done
+	$(BIN)/python scripts/execute_notebooks.py notebooks/*.ipynb
 
 # The GPU check (scripts/gpu_check.sh): CUDA tests, the full training configuration, the pipeline
 # benchmark, all written to OUT. Offline; ARCHIVE is cifar10-jpeg.tar.gz or the folder it unpacks to.
