@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -42,6 +44,27 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU: {cpu_model_name()}, {torch.get_num_threads()} thread(s)"
+
+
+def provenance() -> dict:
+    """Which code made a result: the package's version and, when it runs from a git checkout of the
+    book, the commit (``"<hash>-dirty"`` when tracked files differ from it; None elsewhere)."""
+    try:
+        version = metadata.version("shufflenet")
+    except metadata.PackageNotFoundError:
+        version = None
+    root, commit = Path(__file__).resolve().parent.parent, None
+    if (root / ".git").exists() and (root / "pyproject.toml").is_file():
+        def git(*args):
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        try:
+            commit = git("rev-parse", "HEAD") or None
+            if commit and git("status", "--porcelain", "--untracked-files=no"):
+                commit += "-dirty"
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {"package_version": version, "commit": commit}
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
