@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +33,14 @@ from .bookkeeping import Checkpoint, DeferredInterrupt, RunState, TrainingError
 from .complexity import count_params
 from .data import DeviceLoader, ReferenceLoader, load_data, make_dataloader
 from .model import shufflenet_v1
-from .runtime import atomic_save, device_name
+from .runtime import (  # PRECISIONS and native_bf16: the trainer's --precision, re-exported
+    PRECISIONS,  # noqa: F401
+    atomic_save,
+    autocast_dtype,
+    device_name,
+    native_bf16,  # noqa: F401
+    train_step,
+)
 
 
 @dataclass
@@ -112,46 +118,6 @@ def make_scheduler(config: TrainConfig, optimizer, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Does ``device`` compute in bfloat16 natively?
-
-    A GPU from compute capability 8.0 on (``torch.cuda.is_bf16_supported()`` also says True on older
-    GPUs, where bf16 is emulated and cuDNN has no bf16 convolutions); a CPU with AVX512-BF16 or AMX.
-    """
-    if device.type == "cuda":
-        return torch.cuda.get_device_capability(device) >= (8, 0)
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32.
-
-    ``auto``: on a GPU, bf16 where it is native, else fp16 (which needs the gradient scaler); on a CPU,
-    fp32, the safe default there. ``bf16`` and ``fp16`` ask for that dtype on any device; ``bf16``
-    where it is not native warns, because it is emulated and slow (a T4 or most CPUs).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if native_bf16(device) else torch.float16
-    if precision == "bf16" and not native_bf16(device):
-        where = "this GPU (compute capability below 8.0)" if device.type == "cuda" else \
-            "this CPU (no AVX512-BF16 or AMX)"
-        warnings.warn(f"--precision bf16: {where} has no native bfloat16, so it is emulated and can be "
-                      f"several times slower than fp32; prefer --precision auto", stacklevel=2)
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 def load_splits(config: TrainConfig) -> tuple:
     """The run's training and test splits (``limit`` and ``test_limit`` applied) and its class names."""
     train_split, test_split, classes = load_data(config.data, config.root, config.limit, config.seed)
@@ -196,19 +162,6 @@ def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype 
 # ----------------------------------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------------------------------
-
-def train_step(model, images, labels, optimizer, scheduler, scaler, criterion, dtype) -> torch.Tensor:
-    """One step of SGD on one batch; returns the loss (on the device: reading it would wait for the GPU)."""
-    device_type = images.device.type
-    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-        loss = criterion(model(images), labels)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
-    return loss
-
 
 def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     """Train as ``config`` says and return the summary. ``callback(epoch, step)`` runs after each step."""

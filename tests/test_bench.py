@@ -146,6 +146,13 @@ def test_pipeline_rows_compare_both_paths():
     assert [r["measure"] for r in rows] == ["pipeline alone", "with training step"]
     for r in rows:
         assert r["fast_ips"] > 0 and r["dataloader_ips"] > 0 and r["device"] == "cpu"
+        assert r["precision"] == "float32"  # "auto" on a CPU, as the trainer resolves it
+
+
+def test_pipeline_times_the_recipes_step_in_its_precision_after_the_prefetched_batches():
+    rows = bench.run_pipeline(batch=8, train_steps=1, data_steps=1, device="cpu", repeats=1,
+                              warmup=1, num_workers=2, precision="fp16")
+    assert all(r["precision"] == "float16" and r["warmup"] == 5 for r in rows)  # 2 workers x 2 batches
 
 
 def test_export_matches_eager():

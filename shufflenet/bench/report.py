@@ -29,7 +29,8 @@ COLUMNS = {
     "profile": [("form", "form", ""), ("category", "category", ""), ("calls", "calls", "d"),
                 ("ms/forward", "ms_per_forward", ".3f"), ("%", "percent", ".1f")],
     "pipeline": [("measure", "measure", ""), ("device", "device", ""), ("fast img/s", "fast_ips", ".0f"),
-                 ("DataLoader img/s", "dataloader_ips", ".0f"), ("ratio", "ratio", ".2f")],
+                 ("DataLoader img/s", "dataloader_ips", ".0f"), ("ratio", "ratio", ".2f"),
+                 ("precision", "precision", "")],
 }
 
 
