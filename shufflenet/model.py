@@ -98,10 +98,16 @@ class ShuffleNetV1(nn.Module):
     ``c_in / groups * k * k``; BatchNorm shifts start at 1e-4; the classifier, N(0, 0.01), has no bias.
     The package keeps torchvision's scheme; BatchNorm after every convolution rescales each layer's
     output whatever the initial scale of its weights.
+
+    ``mixing`` is passed to every unit (:class:`ShuffleUnit`: ``"shuffle"``, ``"none"`` or
+    ``"random"``, the variants of Table 3). ``zero_init_residual=True`` sets the last BatchNorm scale of
+    every residual branch to zero, as torchvision's ResNet does under the same name (Goyal et al.,
+    2017): each stride-1 unit (13 of the 16) then starts as the identity, and the network as a shallow
+    one, which keeps the first steps of training stable (Chapter 5 of the book).
     """
 
     def __init__(self, widths, groups: int = 3, num_classes: int = 1000, small_input: bool = False,
-                 shuffle: bool = True, stage_repeats=STAGE_REPEATS):
+                 mixing: str = "shuffle", zero_init_residual: bool = False, stage_repeats=STAGE_REPEATS):
         super().__init__()
         check_positive_int("num_classes", num_classes)
         stem_width, *stage_widths = widths
@@ -116,16 +122,16 @@ class ShuffleNetV1(nn.Module):
         stages, in_channels = [], stem_width
         for index, (repeats, out_channels) in enumerate(zip(stage_repeats, stage_widths)):
             units = [ShuffleUnit(in_channels, out_channels, stride=2, groups=groups,
-                                 group_first_conv=index > 0, shuffle=shuffle)]
-            units += [ShuffleUnit(out_channels, out_channels, stride=1, groups=groups, shuffle=shuffle)
+                                 group_first_conv=index > 0, mixing=mixing)]
+            units += [ShuffleUnit(out_channels, out_channels, stride=1, groups=groups, mixing=mixing)
                       for _ in range(repeats - 1)]
             stages.append(nn.Sequential(*units))
             in_channels = out_channels
         self.stage2, self.stage3, self.stage4 = stages
         self.classifier = nn.Linear(in_channels, num_classes)
-        self._initialize_weights()
+        self._initialize_weights(zero_init_residual)
 
-    def _initialize_weights(self) -> None:
+    def _initialize_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -135,6 +141,10 @@ class ShuffleNetV1(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for unit in self.modules():
+                if isinstance(unit, ShuffleUnit) and unit.stride == 1:
+                    nn.init.zeros_(unit.expand[-1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
@@ -146,12 +156,13 @@ class ShuffleNetV1(nn.Module):
 
 
 def shufflenet_v1(groups: int = 3, scale: float = 1.0, num_classes: int = 1000, small_input: bool = False,
-                  shuffle: bool = True) -> ShuffleNetV1:
+                  mixing: str = "shuffle", zero_init_residual: bool = False) -> ShuffleNetV1:
     """Build "ShuffleNet ``scale``x (g = ``groups``)" of Zhang et al. (2018), Tables 1 and 2.
 
     ``groups`` is one of 1, 2, 3, 4, 8 and ``scale`` one of 0.25, 0.5, 1.0, 1.5, 2.0; the channel
-    widths come from :data:`WIDTHS`. ``small_input=True`` builds the 32x32 (CIFAR) variant, and
-    ``shuffle=False`` the variant without channel shuffle (Table 3's ablation).
+    widths come from :data:`WIDTHS`. ``small_input=True`` builds the 32x32 (CIFAR) variant;
+    ``mixing="none"`` the variant without channel shuffle and ``mixing="random"`` a random-permutation
+    control (Table 3's ablation); ``zero_init_residual=True`` starts every residual branch at zero.
 
     For inference, ``model.to(memory_format=torch.channels_last)`` is faster on every device we
     measured, and ``torch.compile`` faster still (Chapter 6 of the book).
@@ -159,4 +170,5 @@ def shufflenet_v1(groups: int = 3, scale: float = 1.0, num_classes: int = 1000, 
     check_choice("groups", groups, GROUPS)
     check_choice("scale", scale, SCALES)
     check_positive_int("num_classes", num_classes)
-    return ShuffleNetV1(WIDTHS[(groups, float(scale))], groups, num_classes, small_input, shuffle)
+    return ShuffleNetV1(WIDTHS[(groups, float(scale))], groups, num_classes, small_input, mixing,
+                        zero_init_residual)

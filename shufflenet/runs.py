@@ -27,7 +27,6 @@ from .data import DeviceLoader
 from .model import GROUPS, SCALES
 from .runtime import atomic_save
 from .train import (
-    MIXINGS,
     PRECISIONS,
     Interrupted,
     TrainConfig,
@@ -38,6 +37,7 @@ from .train import (
     resolve_device,
     train,
 )
+from .unit import MIXINGS
 
 
 def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -104,8 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixing", choices=MIXINGS, default=defaults.mixing,
                    help="what connects the group convolutions of a unit: the channel shuffle, nothing, "
                    "or a fixed random permutation of the channels (the ablation; default shuffle)")
-    p.add_argument("--no-shuffle", dest="mixing", action="store_const", const="none",
-                   help="the same as --mixing none")
     p.add_argument("--no-zero-init", dest="zero_init_residual", action="store_false",
                    help="keep the last BatchNorm scale of each residual branch at 1")
     p.add_argument("--epochs", type=positive_int_arg, default=defaults.epochs)

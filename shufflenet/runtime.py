@@ -1,4 +1,6 @@
-"""What the training and benchmark wings share: the device to run on, its name, and safe file writes.
+"""What the training and benchmark wings share: the device to run on, its name, the precision and the
+training step of the recipe (so that a benchmark times the step that training runs), and safe file
+writes.
 
 The model core never imports this module; ``data``, ``train`` and ``bench`` do, and never each other's
 internals for these.
@@ -8,7 +10,10 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import tempfile
+import warnings
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -42,6 +47,80 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU: {cpu_model_name()}, {torch.get_num_threads()} thread(s)"
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Does ``device`` compute in bfloat16 natively?
+
+    A GPU from compute capability 8.0 on (``torch.cuda.is_bf16_supported()`` also says True on older
+    GPUs, where bf16 is emulated and cuDNN has no bf16 convolutions); a CPU with AVX512-BF16 or AMX.
+    """
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32.
+
+    ``auto``: on a GPU, bf16 where it is native, else fp16 (which needs the gradient scaler); on a CPU,
+    fp32, the safe default there. ``bf16`` and ``fp16`` ask for that dtype on any device; ``bf16``
+    where it is not native warns, because it is emulated and slow (a T4 or most CPUs).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if native_bf16(device) else torch.float16
+    if precision == "bf16" and not native_bf16(device):
+        where = "this GPU (compute capability below 8.0)" if device.type == "cuda" else \
+            "this CPU (no AVX512-BF16 or AMX)"
+        warnings.warn(f"--precision bf16: {where} has no native bfloat16, so it is emulated and can be "
+                      f"several times slower than fp32; prefer --precision auto", stacklevel=2)
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def train_step(model, images, labels, optimizer, scheduler, scaler, criterion, dtype) -> torch.Tensor:
+    """One step of SGD on one batch; returns the loss (on the device: reading it would wait for the GPU)."""
+    device_type = images.device.type
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        loss = criterion(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return loss
+
+
+def provenance() -> dict:
+    """Which code made a result: the package's version and, when it runs from a git checkout of the
+    book, the commit (``"<hash>-dirty"`` when tracked files differ from it; None elsewhere)."""
+    try:
+        version = metadata.version("shufflenet")
+    except metadata.PackageNotFoundError:
+        version = None
+    root, commit = Path(__file__).resolve().parent.parent, None
+    if (root / ".git").exists() and (root / "pyproject.toml").is_file():
+        def git(*args):
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        try:
+            commit = git("rev-parse", "HEAD") or None
+            if commit and git("status", "--porcelain", "--untracked-files=no"):
+                commit += "-dirty"
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {"package_version": version, "commit": commit}
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:

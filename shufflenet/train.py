@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,10 +33,14 @@ from .bookkeeping import Checkpoint, DeferredInterrupt, RunState, TrainingError
 from .complexity import count_params
 from .data import DeviceLoader, ReferenceLoader, load_data, make_dataloader
 from .model import shufflenet_v1
-from .runtime import atomic_save, device_name
-from .unit import ShuffleUnit
-
-MIXINGS = ("shuffle", "none", "random")
+from .runtime import (  # PRECISIONS and native_bf16: the trainer's --precision, re-exported
+    PRECISIONS,  # noqa: F401
+    atomic_save,
+    autocast_dtype,
+    device_name,
+    native_bf16,  # noqa: F401
+    train_step,
+)
 
 
 @dataclass
@@ -98,33 +101,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def zero_init_residual(model: nn.Module) -> None:
-    """Set the last BatchNorm scale of every residual branch to zero (Goyal et al., 2017).
-
-    Each stride-1 ShuffleNet unit (13 of the 16) then starts as the identity, and the network as a
-    shallow one. Without it, the sum of thirteen residual branches with unit-variance outputs makes the
-    early steps unstable: on the JPEG copy of CIFAR-10 the loss climbed from 2.3 to above 4 within the
-    first epoch, while the learning rate was still warming up.
-    """
-    for unit in model.modules():
-        if isinstance(unit, ShuffleUnit) and unit.stride == 1:
-            nn.init.zeros_(unit.expand[-1].weight)
-
-
-def permute_channels(model: nn.Module, seed: int = 0) -> None:
-    """The control for channel shuffle: each unit of a network built with ``shuffle=False`` permutes the
-    channels between its group convolutions by its own fixed *random* permutation instead.
-
-    The permutation is a buffer of the unit's first convolution block, so it travels with the weights.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    for unit in model.modules():
-        if isinstance(unit, ShuffleUnit) and unit.groups > 1:
-            block = unit.compress
-            block.register_buffer("permutation", torch.randperm(block[0].out_channels, generator=generator))
-            block.register_forward_hook(lambda module, inputs, out: out.index_select(1, module.permutation))
-
-
 def make_scheduler(config: TrainConfig, optimizer, total_steps: int):
     """Learning rate as a multiple of the peak, stepped after every batch.
 
@@ -140,46 +116,6 @@ def make_scheduler(config: TrainConfig, optimizer, total_steps: int):
         return 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Does ``device`` compute in bfloat16 natively?
-
-    A GPU from compute capability 8.0 on (``torch.cuda.is_bf16_supported()`` also says True on older
-    GPUs, where bf16 is emulated and cuDNN has no bf16 convolutions); a CPU with AVX512-BF16 or AMX.
-    """
-    if device.type == "cuda":
-        return torch.cuda.get_device_capability(device) >= (8, 0)
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32.
-
-    ``auto``: on a GPU, bf16 where it is native, else fp16 (which needs the gradient scaler); on a CPU,
-    fp32, the safe default there. ``bf16`` and ``fp16`` ask for that dtype on any device; ``bf16``
-    where it is not native warns, because it is emulated and slow (a T4 or most CPUs).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if native_bf16(device) else torch.float16
-    if precision == "bf16" and not native_bf16(device):
-        where = "this GPU (compute capability below 8.0)" if device.type == "cuda" else \
-            "this CPU (no AVX512-BF16 or AMX)"
-        warnings.warn(f"--precision bf16: {where} has no native bfloat16, so it is emulated and can be "
-                      f"several times slower than fp32; prefer --precision auto", stacklevel=2)
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def load_splits(config: TrainConfig) -> tuple:
@@ -202,11 +138,7 @@ def make_batches(config: TrainConfig, train_split, test_split, device: torch.dev
 def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> nn.Module:
     """The run's network (32x32 variant), on ``device`` in ``channels_last`` layout."""
     model = shufflenet_v1(config.groups, config.scale, num_classes=num_classes, small_input=True,
-                          shuffle=config.mixing == "shuffle")
-    if config.mixing == "random":
-        permute_channels(model, config.seed)
-    if config.zero_init_residual:
-        zero_init_residual(model)
+                          mixing=config.mixing, zero_init_residual=config.zero_init_residual)
     return model.to(device, memory_format=torch.channels_last)
 
 
@@ -230,19 +162,6 @@ def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype 
 # ----------------------------------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------------------------------
-
-def train_step(model, images, labels, optimizer, scheduler, scaler, criterion, dtype) -> torch.Tensor:
-    """One step of SGD on one batch; returns the loss (on the device: reading it would wait for the GPU)."""
-    device_type = images.device.type
-    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-        loss = criterion(model(images), labels)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
-    return loss
-
 
 def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     """Train as ``config`` says and return the summary. ``callback(epoch, step)`` runs after each step."""
@@ -335,12 +254,12 @@ def write_summary(config, run, device, dtype, model, train_images: int, test_ima
     summary = {
         "test_acc": run.history[-1]["test_acc"], "epochs": config.epochs, "seconds": round(run.elapsed, 3),
         "device": device_name(device), "data": data_name, "groups": config.groups, "scale": config.scale,
-        "mixing": config.mixing, "shuffle": config.mixing == "shuffle", "limit": config.limit,
+        "mixing": config.mixing, "limit": config.limit,
         "test_limit": config.test_limit, "threads": torch.get_num_threads(), "train_images": train_images,
         "test_images": test_images, "peak_lr": config.peak_lr,
         "precision": str(dtype or torch.float32).removeprefix("torch."),
         "parameters": count_params(model),
-        "torch": torch.__version__, "config": asdict(config),
+        "torch": torch.__version__, **runtime.provenance(), "config": asdict(config),
     }
     atomic_save(json.dumps(summary, indent=2) + "\n", Path(config.out) / "summary.json")
     return summary

@@ -131,13 +131,13 @@ def test_g2_widths_hold_the_multiply_adds():
 
 def test_profile_finds_the_shuffle_among_copies_and_views():
     x = torch.randn(1, 3, 32, 32)
-    for shuffle in (True, False):
-        model = shufflenet_v1(groups=3, scale=0.5, shuffle=shuffle).eval()
+    for mixing in ("shuffle", "none"):
+        model = shufflenet_v1(groups=3, scale=0.5, mixing=mixing).eval()
         rows = {r["category"]: r for r in bench.profile_model(model, x, iterations=2, warmup=1)}
         assert rows["convolution"]["calls"] == 1 + 16 * 3  # the stem, then three per unit
         assert sum(r["percent"] for r in rows.values()) == pytest.approx(100, abs=0.5)
         # In ShuffleNet V1 only the shuffle calls copies and views: five operators per unit.
-        assert rows.get("copies and views", {}).get("calls", 0) == (16 * 5 if shuffle else 0)
+        assert rows.get("copies and views", {}).get("calls", 0) == (16 * 5 if mixing == "shuffle" else 0)
 
 
 def test_pipeline_rows_compare_both_paths():
@@ -146,6 +146,13 @@ def test_pipeline_rows_compare_both_paths():
     assert [r["measure"] for r in rows] == ["pipeline alone", "with training step"]
     for r in rows:
         assert r["fast_ips"] > 0 and r["dataloader_ips"] > 0 and r["device"] == "cpu"
+        assert r["precision"] == "float32"  # "auto" on a CPU, as the trainer resolves it
+
+
+def test_pipeline_times_the_recipes_step_in_its_precision_after_the_prefetched_batches():
+    rows = bench.run_pipeline(batch=8, train_steps=1, data_steps=1, device="cpu", repeats=1,
+                              warmup=1, num_workers=2, precision="fp16")
+    assert all(r["precision"] == "float16" and r["warmup"] == 5 for r in rows)  # 2 workers x 2 batches
 
 
 def test_export_matches_eager():

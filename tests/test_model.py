@@ -74,8 +74,8 @@ def test_no_shuffle_variant():
     """The same weights without the shuffle: every unit drops it, and the network computes something else."""
     torch.manual_seed(0)
     with_shuffle = shufflenet_v1(3, 0.25, num_classes=10, small_input=True).eval()
-    without = shufflenet_v1(3, 0.25, num_classes=10, small_input=True, shuffle=False).eval()
-    assert all(not u.shuffle for u in without.modules() if isinstance(u, ShuffleUnit))
+    without = shufflenet_v1(3, 0.25, num_classes=10, small_input=True, mixing="none").eval()
+    assert all(u.mixing == "none" for u in without.modules() if isinstance(u, ShuffleUnit))
     assert count_params(without) == count_params(with_shuffle)
     without.load_state_dict(with_shuffle.state_dict())
     x = torch.randn(2, 3, 32, 32)
@@ -112,3 +112,20 @@ def test_forward_rejects_non_rgb_input(shape):
     model = shufflenet_v1(small_input=True, num_classes=10)
     with pytest.raises(ValueError, match=r"expects RGB images as an \(N, 3, H, W\) tensor"):
         model(torch.randn(*shape))
+
+
+def test_zero_init_residual_starts_every_stride_1_unit_as_the_identity():
+    torch.manual_seed(0)
+    model = shufflenet_v1(3, 0.25, num_classes=10, small_input=True, zero_init_residual=True).eval()
+    units = [u for u in model.modules() if isinstance(u, ShuffleUnit)]
+    assert sum(u.stride == 1 for u in units) == 13
+    for unit in units:
+        scale = unit.expand[-1].weight
+        assert (scale == 0).all() if unit.stride == 1 else (scale == 1).all()
+        if unit.stride == 1:
+            x = torch.randn(1, unit.expand[0].out_channels, 4, 4).relu()  # a unit's input is a ReLU's
+            with torch.no_grad():
+                torch.testing.assert_close(unit(x), x)
+    torch.manual_seed(0)
+    plain = shufflenet_v1(3, 0.25, num_classes=10, small_input=True)
+    assert all((u.expand[-1].weight == 1).all() for u in plain.modules() if isinstance(u, ShuffleUnit))

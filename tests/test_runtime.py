@@ -2,10 +2,13 @@
 file."""
 
 import stat
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
+from shufflenet import runtime
 from shufflenet.runtime import atomic_save, cpu_model_name, device_name, resolve_device
 
 
@@ -55,3 +58,14 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
         atomic_save({"cannot be pickled": lambda: None}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_provenance_names_the_package_version_and_the_checkout_commit(tmp_path):
+    record = runtime.provenance()
+    assert set(record) == {"package_version", "commit"}
+    assert record["package_version"]  # installed, editable or not
+    root = Path(runtime.__file__).resolve().parent.parent
+    if (root / ".git").exists():  # a clone of the book: the commit it runs from
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        assert record["commit"] in (head, head + "-dirty")

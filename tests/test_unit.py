@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from shufflenet import ShuffleUnit, channel_shuffle, shufflenet_v1
+from shufflenet import MIXINGS, ShuffleUnit, channel_shuffle, shufflenet_v1
 
 
 def unit_macs(unit, channels, size):
@@ -92,20 +92,47 @@ def test_stride1_unit_is_residual():
     torch.testing.assert_close(unit(x), torch.relu(x))
 
 
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_shuffle_flag_decides_what_connects_the_group_convolutions(shuffle):
+def _mixed(unit, between, mixing):
+    if mixing == "shuffle":
+        return channel_shuffle(between, unit.groups)
+    if mixing == "random":
+        return between[:, unit.permutation]
+    return between
+
+
+@pytest.mark.parametrize("mixing", MIXINGS)
+def test_mixing_decides_what_connects_the_group_convolutions(mixing):
     torch.manual_seed(0)
-    unit = ShuffleUnit(48, 48, stride=1, groups=3, shuffle=shuffle).eval()
+    unit = ShuffleUnit(48, 48, stride=1, groups=3, mixing=mixing).eval()
     x = torch.randn(2, 48, 8, 8)
     with torch.no_grad():
-        between = unit.compress(x)
-        if shuffle:
-            between = channel_shuffle(between, 3)
+        between = _mixed(unit, unit.compress(x), mixing)
         expected = torch.relu(unit.expand(unit.depthwise(between)) + x)
         assert torch.equal(unit(x), expected)
-        other = ShuffleUnit(48, 48, stride=1, groups=3, shuffle=not shuffle).eval()
-        other.load_state_dict(unit.state_dict())
-        assert not torch.allclose(other(x), expected)   # the same weights with the other flag differ
+        for other_mixing in set(MIXINGS) - {mixing}:  # the same weights, mixed otherwise, differ
+            other = ShuffleUnit(48, 48, stride=1, groups=3, mixing=other_mixing).eval()
+            other.load_state_dict(unit.state_dict(), strict=False)
+            assert not torch.allclose(other(x), expected)
+
+
+def test_random_mixing_is_a_fixed_permutation_drawn_from_the_seed_and_saved():
+    torch.manual_seed(0)
+    unit = ShuffleUnit(240, 240, stride=1, groups=3, mixing="random")
+    permutation = unit.permutation
+    assert sorted(permutation.tolist()) == list(range(60))        # a permutation of the bottleneck
+    assert not torch.equal(permutation, torch.arange(60))
+    assert torch.equal(unit.state_dict()["permutation"], permutation)  # travels with the weights
+    torch.manual_seed(0)
+    assert torch.equal(ShuffleUnit(240, 240, stride=1, groups=3, mixing="random").permutation, permutation)
+    # With one group there is nothing to mix: every variant is the plain unit, with no buffer.
+    assert ShuffleUnit(240, 240, stride=1, groups=1, mixing="random").mixing == "none"
+
+
+def test_unknown_mixing_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"mixing must be one of \{shuffle, none, random\}, got 'shufle'"):
+        ShuffleUnit(48, 48, stride=1, groups=3, mixing="shufle")
+    with pytest.raises(ValueError, match=r"mixing must be one of"):
+        shufflenet_v1(3, 0.25, mixing=False)
 
 
 @pytest.mark.parametrize("args, match", [

@@ -14,6 +14,7 @@ import sys
 import torch
 
 from .._checks import positive_float_arg, positive_int_arg
+from ..runtime import PRECISIONS
 from .forms import FORMS, LAYOUTS, MODELS
 from .g2 import run_g2
 from .models import run_models
@@ -57,10 +58,12 @@ HELP = {
     "data": "cifar10, synthetic or an ImageFolder directory (train/<class>/*)",
     "scale": "ShuffleNet scale", "train_steps": "timed training steps",
     "data_steps": "timed batches of the pipeline alone", "num_workers": "DataLoader worker processes",
+    "precision": "the training step's autocast precision, as the trainer's --precision (auto: bf16 "
+                 "where native on a GPU, else fp16; fp32 on a CPU)",
 }
 CHOICES = {"models": list(MODELS), "model": list(MODELS), "compile_models": [*MODELS, "all"],
            "forms": list(FORMS), "layouts": list(LAYOUTS), "clock": list(CLOCKS),
-           "devices": ["cpu", "cuda"], "device": ["auto", "cpu", "cuda"]}
+           "devices": ["cpu", "cuda"], "device": ["auto", "cpu", "cuda"], "precision": list(PRECISIONS)}
 ALIASES = {"devices": ["--device"], "device": ["--devices"]}
 
 

@@ -30,7 +30,7 @@ MODELS = {
     "resnet18": partial(_torchvision, "resnet18"),
     # ShuffleNet 1x (g = 3) without its shuffles (Table 3's ablation): its time, subtracted from the
     # full network's in the same form, is what the shuffles cost inside the network.
-    "shufflenet_v1_g3_x1_0_noshuffle": partial(shufflenet_v1, groups=3, scale=1.0, shuffle=False),
+    "shufflenet_v1_g3_x1_0_noshuffle": partial(shufflenet_v1, groups=3, scale=1.0, mixing="none"),
 }
 
 # eager: the model as built (NCHW). channels_last: weights and activations stored NHWC, the layout

@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from ..data import DeviceLoader, load_data, make_dataloader
 from ..model import shufflenet_v1
-from ..runtime import resolve_device
+from ..runtime import autocast_dtype, resolve_device, train_step
 from .timing import synchronizer
 
 
-def images_per_second(batches, steps: int, work=None, warmup: int = 2, device="cpu") -> float:
+def images_per_second(batches, steps: int, work=None, warmup: int = 10, device="cpu") -> float:
     """Images per second over ``steps`` batches of ``batches`` (after ``warmup`` untimed ones), each
     handed to ``work(images, labels)`` if given; wall-clock time, waiting for a GPU before each reading."""
     sync = synchronizer(device)
@@ -47,27 +47,34 @@ def _forever(make_epoch):
 
 
 def run_pipeline(data: str = "synthetic", groups: int = 3, scale: float = 0.25, batch: int = 128,
-                 train_steps: int = 10, data_steps: int = 40, device: str = "auto",
-                 num_workers: int = 0, repeats: int = 3, warmup: int = 2) -> list:
+                 train_steps: int = 100, data_steps: int = 200, device: str = "auto",
+                 num_workers: int = 0, repeats: int = 3, warmup: int = 10, precision: str = "auto") -> list:
     """Two rows, ``pipeline alone`` and ``with training step``: images/s of both paths and their ratio.
 
     ``pipeline alone`` produces augmented, normalised batches on the device and nothing else; ``with
-    training step`` adds a full SGD step of ShuffleNet ``scale``x (g = ``groups``) for 32x32 images.
-    On a CPU the training step dominates both, so that ratio is close to 1. The four measurements
+    training step`` adds the training recipe's step (:func:`shufflenet.runtime.train_step`: autocast in
+    ``precision``, label smoothing 0.1, the gradient scaler where fp16 needs it, SGD with Nesterov
+    momentum) of ShuffleNet ``scale``x (g = ``groups``) for 32x32 images. On a CPU the training step
+    dominates both, so that ratio is close to 1. Each measurement times ``steps`` batches after
+    ``warmup`` untimed ones, and at least one more than the DataLoader's workers prefetch (two batches
+    each), so that no measurement reads batches made before its clock started. The four measurements
     alternate, and each keeps its best of ``repeats``: other programs only ever slow one down.
     """
     device = resolve_device(device)
+    dtype = autocast_dtype(device, precision)
+    warmup = max(warmup, 2 * num_workers + 1)
     train, _, _ = load_data(data, limit=batch * (max(train_steps, data_steps) + warmup))
-    model = shufflenet_v1(groups, scale, num_classes=10, small_input=True)
+    model = shufflenet_v1(groups, scale, num_classes=10, small_input=True, zero_init_residual=True)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # the schedule costs ~0
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
 
-    def train_step(images, labels):  # the recipe's step, without its schedule and bookkeeping
+    def step(images, labels):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        loss = F.cross_entropy(model(images), labels.to(device, non_blocking=True))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, images, labels.to(device, non_blocking=True), optimizer, constant, scaler,
+                   criterion, dtype)
 
     def to_device(images, labels):  # the DataLoader's batches still have to reach the device
         images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -82,15 +89,16 @@ def run_pipeline(data: str = "synthetic", groups: int = 3, scale: float = 0.25, 
 
     plan = {("fast", "data"): (fast_epoch, data_steps, None),
             ("dataloader", "data"): (reference_epoch, data_steps, to_device),
-            ("fast", "train"): (fast_epoch, train_steps, train_step),
-            ("dataloader", "train"): (reference_epoch, train_steps, train_step)}
+            ("fast", "train"): (fast_epoch, train_steps, step),
+            ("dataloader", "train"): (reference_epoch, train_steps, step)}
     best = dict.fromkeys(plan, 0.0)
     for _ in range(repeats):
         for key, (make_epoch, steps, work) in plan.items():
             rate = images_per_second(_forever(make_epoch), steps, work, warmup, device)
             best[key] = max(best[key], rate)
     common = {"data": data if data in ("cifar10", "synthetic") else Path(data).name,
-              "device": str(device), "num_workers": num_workers, "batch": batch,
+              "device": str(device), "num_workers": num_workers, "batch": batch, "warmup": warmup,
+              "precision": str(dtype or torch.float32).removeprefix("torch."),
               "model": f"shufflenet_v1(groups={groups}, scale={scale}, small_input=True)"}
     return [{"measure": measure, **common, "steps": steps,
              "fast_ips": round(best[("fast", key)], 1),

@@ -20,7 +20,7 @@ CATEGORIES = {
     "pooling": ("aten::max_pool2d", "aten::avg_pool2d", "aten::adaptive_avg_pool2d", "aten::mean"),
     "classifier": ("aten::linear", "aten::addmm"),
     # Moving numbers without arithmetic. In ShuffleNet V1 only the channel shuffle calls these from
-    # Python (empty_like, two views, transpose, copy_); the tests check it on the shuffle=False network.
+    # Python (empty_like, two views, transpose, copy_); the tests check it on the mixing="none" network.
     "copies and views": ("aten::empty_like", "aten::view", "aten::transpose", "aten::copy_",
                          "aten::reshape", "aten::flatten", "aten::contiguous", "aten::clone",
                          "aten::permute", "aten::chunk", "aten::split"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..runtime import atomic_save, cpu_model_name
+from ..runtime import atomic_save, cpu_model_name, provenance
 
 # The columns of each experiment's printed table: (header, key, format spec).
 COLUMNS = {
@@ -29,7 +29,8 @@ COLUMNS = {
     "profile": [("form", "form", ""), ("category", "category", ""), ("calls", "calls", "d"),
                 ("ms/forward", "ms_per_forward", ".3f"), ("%", "percent", ".1f")],
     "pipeline": [("measure", "measure", ""), ("device", "device", ""), ("fast img/s", "fast_ips", ".0f"),
-                 ("DataLoader img/s", "dataloader_ips", ".0f"), ("ratio", "ratio", ".2f")],
+                 ("DataLoader img/s", "dataloader_ips", ".0f"), ("ratio", "ratio", ".2f"),
+                 ("precision", "precision", "")],
 }
 
 
@@ -47,6 +48,7 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        **provenance(),
     }
     if hasattr(os, "getloadavg"):
         info["load_average_1min"] = round(os.getloadavg()[0], 2)
