@@ -30,7 +30,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# The English notebooks; the Chinese ones (*.zh.ipynb) are checked by tests/test_zh_edition.py.
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if not p.name.endswith(".zh.ipynb"))
 BRANCH = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))["repository"]["branch"]
 CLONE_NAME = "shufflenet-v1-book"  # the folder the setup cell clones into
 
