@@ -12,9 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Both editions: the English book in _build/html, then the Chinese one (中文版: _config.zh.yml and the
+# _toc.zh.yml that scripts/zh_edition.py writes) built in _build/zh and copied to _build/html/zh, the same
+# site's /zh/. Without a _toc.zh.yml (nothing translated yet) only the English book is built.
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --all -W --keep-going
-	@echo "Open _build/html/index.html"
+	if [ -f _toc.zh.yml ]; then \
+	  $(BIN)/jupyter-book build . --all -W --keep-going --config _config.zh.yml --toc _toc.zh.yml \
+	    --path-output _build/zh && rm -rf _build/html/zh && cp -r _build/zh/_build/html _build/html/zh; \
+	fi
+	@echo "Open _build/html/index.html (English) and _build/html/zh/index.html (中文)"
 
 test: lint unit nbval site
 
