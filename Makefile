@@ -45,9 +45,11 @@ screenshots: book
 
 # Re-execute every notebook in place, top to bottom in a fresh kernel, to refresh the committed outputs.
 # CPU-sized and offline even on a machine with a GPU: SHUFFLENET_FULL_RUN=1 opts in to the full run.
+# The English notebooks only: the Chinese ones (*.zh.ipynb) are then rewritten from them.
 notebooks: export SHUFFLENET_FULL_RUN ?= 0
 notebooks: $(STAMP)
-	$(BIN)/python scripts/execute_notebooks.py notebooks/*.ipynb
+	$(BIN)/python scripts/execute_notebooks.py $(filter-out %.zh.ipynb,$(wildcard notebooks/*.ipynb))
+	$(BIN)/python scripts/zh_edition.py build
 
 # The GPU check (scripts/gpu_check.sh): CUDA tests, the full training configuration, the pipeline
 # benchmark, all written to OUT. Offline; ARCHIVE is cifar10-jpeg.tar.gz or the folder it unpacks to.

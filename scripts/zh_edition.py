@@ -506,9 +506,24 @@ def chinese_prose(text: str, base: str, headings: bool = True, quotations: bool 
     return prose
 
 
-def _translated_prose(unit: Unit, **options) -> str:
+QUOTED = "〇〇"  # what a quotation becomes for the checks of the book's own prose
+
+
+def mask_quoted(chinese: str, english: str) -> str:
+    """``chinese`` with every Chinese word of ``english`` masked: Chinese in the English edition is quoted
+    (the blog post's words in the appendix, the glossary's terms), not the translator's prose."""
+    tokens = {token.strip(",.;:!?'\"()[]|") for token in english.split() if CJK.search(token)}
+    for token in sorted(tokens, key=len, reverse=True):
+        chinese = chinese.replace(token, QUOTED)
+    return chinese
+
+
+def _translated_prose(unit: Unit, quotations: bool = True, **options) -> str:
     base = unit.chinese.parent.relative_to(ROOT).as_posix()
-    return "\n\n".join(chinese_prose(entry["zh"], base, **options) for entry in unit.entries().values())
+    return "\n\n".join(
+        chinese_prose(entry["zh"] if quotations else mask_quoted(entry["zh"], entry["en"]), base,
+                      quotations=quotations, **options)
+        for entry in unit.entries().values())
 
 
 def glossary_problems() -> list:
@@ -522,7 +537,8 @@ def glossary_problems() -> list:
         unit = by_name.get(term.chapter or "")
         if unit is None or not unit.translated():
             continue
-        text = _translated_prose(unit, headings=False, quotations=False)
+        text = _translated_prose(unit, headings=False)
+        text = QUOTATION.sub(" ", text)
         found = _occurrences(text, term.preferred, all_forms)
         if not found:
             problems.append(f"{unit.name}: the glossary's {term.preferred} ({', '.join(term.english)}) is "
@@ -575,13 +591,14 @@ HALF_PARENS = re.compile(r"\(([^()\n]*[\u3400-\u9fff][^()\n]*)\)|[\u3400-\u9fff]
 STRAIGHT_QUOTES = re.compile(r"\"[^\"\n]*[\u3400-\u9fff][^\"\n]*\"")
 
 
-def typography_problems(text: str, base: str) -> list:
+def typography_problems(text: str, base: str, english: str = "") -> list:
     """i18n/zh/STYLE.md's typography, checked by autocorrect (the linter) on the masked prose, plus two
-    rules of our own that autocorrect leaves alone: full-width parentheses and quotation marks in Chinese."""
+    rules of our own that autocorrect leaves alone: full-width parentheses and quotation marks in Chinese.
+    Chinese quoted from ``english`` (the cell's English) is masked: it is written as its source wrote it."""
     import autocorrect_py
 
     problems = []
-    for line in _typography_text(text, base).split("\n"):
+    for line in _typography_text(mask_quoted(text, english), base).split("\n"):
         if not CJK.search(line):
             continue
         body = line.strip()
@@ -755,7 +772,7 @@ def check_unit(unit: Unit, content: bool = True, typography: bool = True) -> Rep
         elif content:
             problems = compare_entry(english[key], entry["zh"], base_en, base_zh, exempt="exempt" in entry)
             if typography and "exempt" not in entry:
-                problems += typography_problems(entry["zh"], base_zh)
+                problems += typography_problems(entry["zh"], base_zh, english[key])
             if problems:
                 report.content[key] = problems
     return report

@@ -104,7 +104,7 @@ def test_typography_follows_the_style_guide(unit):
     _translated(unit)
     base = zh.folders(unit)[1]
     problems = [f"{key}: {problem}" for key, entry in unit.entries().items() if "exempt" not in entry
-                for problem in zh.typography_problems(entry["zh"], base)]
+                for problem in zh.typography_problems(entry["zh"], base, entry["en"])]
     assert not problems, f"{unit.name}:\n  " + "\n  ".join(problems)
 
 
@@ -152,6 +152,24 @@ def test_typography_check_finds_spacing_and_half_width_punctuation():
     for bad in ("使用PyTorch的函数。", "当$g = 3$时，", "调用`conv1x1`时。", "这是什么?",
                 "分组卷积(group convolution)。", "通道混洗 。", '他说"你好"。'):
         assert zh.typography_problems(bad, "notebooks"), f"{bad!r} passed the typography check"
+
+
+def test_chinese_quoted_from_the_english_is_not_checked_as_prose():
+    english = 'The post calls it "组卷积", and writes "进行concat,而不再是add".'
+    chinese = "博文称之为“组卷积”，并写道“进行concat,而不再是add”。"
+    assert zh.typography_problems(chinese, "notebooks", english) == []
+    assert zh.typography_problems(chinese, "notebooks"), "the quoted words were not masked"
+    assert "组卷积" not in zh.mask_quoted(chinese, english)
+
+
+def test_the_chinese_config_is_the_english_one_but_for_language_title_and_address():
+    english = zh.yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    chinese = zh.yaml.safe_load((ROOT / "_config.zh.yml").read_text(encoding="utf-8"))
+    config = chinese["sphinx"]["config"]
+    assert (config.pop("language"), config.pop("html_search_language")) == ("zh_CN", "zh")
+    assert chinese.pop("title") != english.pop("title")
+    assert chinese["html"].pop("baseurl") == english["html"].pop("baseurl") + "zh/"
+    assert chinese == english, "_config.zh.yml must follow _config.yml"
 
 
 def test_glossary_alternatives_are_found_but_not_inside_longer_terms():
