@@ -545,7 +545,7 @@ def glossary_problems() -> list:
                             "not used in the chapter that explains it")
             continue
         after = text[found[0].end():found[0].end() + 80]
-        gloss = re.match(r"[\u3400-\u9fff]{0,4}（([^（）]*)）", after)
+        gloss = re.match(r"[*_]*[\u3400-\u9fff]{0,4}[*_]*（([^（）]*)）", after)
         content = gloss.group(1).lower() if gloss else ""
         if not gloss or not any(form.lower() in content or (content and content in form.lower())
                                 for form in term.english):
@@ -587,7 +587,10 @@ def _typography_text(text: str, base: str) -> str:
     return rest
 
 
-HALF_PARENS = re.compile(r"\(([^()\n]*[\u3400-\u9fff][^()\n]*)\)|[\u3400-\u9fff]\s*\(|\)\s*[\u3400-\u9fff]")
+# Half-width parentheses that hold Chinese, or an English gloss after a Chinese word (分组卷积(group
+# convolution)); not a shape (N, 3, 32, 32) or a figure's panel (c).
+HALF_PARENS = re.compile(r"\(([^()\n]*[\u3400-\u9fff][^()\n]*)\)"
+                         r"|[\u3400-\u9fff]\s?\([A-Za-z][A-Za-z -]*[A-Za-z]\)")
 STRAIGHT_QUOTES = re.compile(r"\"[^\"\n]*[\u3400-\u9fff][^\"\n]*\"")
 
 
