@@ -259,3 +259,24 @@ def test_build_skips_what_has_no_translation_and_maps_the_toc(copy_of_the_book, 
     assert toc["root"] == "book/zh/intro"
     assert toc["parts"] == [{"caption": "基础", "chapters": [{"file": "notebooks/02_channel_shuffle.zh"}]}]
     assert (root / "book" / "zh" / "intro.md").read_text(encoding="utf-8") == "# Intro\n\nText.\n"
+
+
+def test_the_glossary_check_wants_the_english_at_the_first_use_and_no_alternative(copy_of_the_book):
+    unit = zh.find_unit("02_channel_shuffle")
+    zh.main(["scaffold", "02_channel_shuffle"])
+    entries = unit.entries()
+    keys = list(entries)
+
+    def problems_with(first: str, later: str) -> list:
+        for key in keys:
+            entries[key]["zh"] = "其他内容。"
+        entries[keys[1]]["zh"], entries[keys[2]]["zh"] = first, later
+        unit.translation.write_text(zh.dump_translation(entries, "cells"), encoding="utf-8")
+        return [p for p in zh.glossary_problems() if "use of 通道混洗 " in p or "通道重排 is" in p]
+
+    assert problems_with("**通道混洗**（channel shuffle）是一种置换。", "通道混洗很便宜。") == []
+    assert any("first use of 通道混洗" in p
+               for p in problems_with("通道混洗是一种置换。", "通道混洗（channel shuffle）"))
+    assert any("通道重排 is the glossary's alternative" in p
+               for p in problems_with("通道混洗（channel shuffle）", "也叫通道重排。"))
+    assert problems_with("通道混洗（channel shuffle）", "博文写作“通道重排”。") == []  # a quotation
