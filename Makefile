@@ -20,7 +20,7 @@ book: $(STAMP)
 	if [ -f _toc.zh.yml ]; then \
 	  $(BIN)/jupyter-book build . --all -W --keep-going --config _config.zh.yml --toc _toc.zh.yml \
 	    --path-output _build/zh && rm -rf _build/html/zh && cp -r _build/zh/_build/html _build/html/zh; \
-	fi
+	else rm -rf _build/html/zh; fi
 	@echo "Open _build/html/index.html (English) and _build/html/zh/index.html (中文)"
 
 test: lint unit nbval site
