@@ -12,9 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Both editions: the English book in _build/html, then the Chinese one (中文版: _config.zh.yml and the
+# _toc.zh.yml that scripts/zh_edition.py writes) built in _build/zh and copied to _build/html/zh, the same
+# site's /zh/. Without a _toc.zh.yml (nothing translated yet) only the English book is built.
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --all -W --keep-going
-	@echo "Open _build/html/index.html"
+	if [ -f _toc.zh.yml ]; then \
+	  $(BIN)/jupyter-book build . --all -W --keep-going --config _config.zh.yml --toc _toc.zh.yml \
+	    --path-output _build/zh && rm -rf _build/html/zh && cp -r _build/zh/_build/html _build/html/zh; \
+	else rm -rf _build/html/zh; fi
+	@echo "Open _build/html/index.html (English) and _build/html/zh/index.html (中文)"
 
 test: lint unit nbval site
 
@@ -38,9 +45,11 @@ screenshots: book
 
 # Re-execute every notebook in place, top to bottom in a fresh kernel, to refresh the committed outputs.
 # CPU-sized and offline even on a machine with a GPU: SHUFFLENET_FULL_RUN=1 opts in to the full run.
+# The English notebooks only: the Chinese ones (*.zh.ipynb) are then rewritten from them.
 notebooks: export SHUFFLENET_FULL_RUN ?= 0
 notebooks: $(STAMP)
-	$(BIN)/python scripts/execute_notebooks.py notebooks/*.ipynb
+	$(BIN)/python scripts/execute_notebooks.py $(filter-out %.zh.ipynb,$(wildcard notebooks/*.ipynb))
+	$(BIN)/python scripts/zh_edition.py build
 
 # The GPU check (scripts/gpu_check.sh): CUDA tests, the full training configuration, the pipeline
 # benchmark, all written to OUT. Offline; ARCHIVE is cifar10-jpeg.tar.gz or the folder it unpacks to.

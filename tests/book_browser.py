@@ -22,12 +22,22 @@ DESKTOP = {"width": 1280, "height": 800}  # Playwright's default width: the "def
 PHONE = {"width": 400, "height": 800}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 NOT_PAGES = ("_static", "_sources", "_images")  # folders of the build that hold assets, not pages
+CHINESE = "zh"  # the Chinese edition's folder in the build (_build/html/zh, from _config.zh.yml)
+
+
+def is_page(path: Path, html: Path = HTML) -> bool:
+    """Whether ``path`` in the build is a page of either edition (not an asset of one)."""
+    parts = path.relative_to(html).parts
+    if parts[0] == CHINESE and len(parts) > 1:
+        parts = parts[1:]
+    return path.suffix == ".html" and parts[0] not in NOT_PAGES
 
 
 def book_pages(html: Path = HTML) -> list[Path]:
-    """Every HTML page of the built book, search and index pages included; not ``index.html``, a redirect."""
+    """Every HTML page of the built book, both editions, search and index pages included; not the
+    ``index.html`` of either, which only redirect."""
     return sorted(p for p in html.rglob("*.html")
-                  if p.relative_to(html).parts[0] not in NOT_PAGES and p != html / "index.html")
+                  if is_page(p, html) and p not in (html / "index.html", html / CHINESE / "index.html"))
 
 
 def find_chromium() -> str | None:

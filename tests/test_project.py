@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# The English notebooks; the Chinese ones (*.zh.ipynb) are checked by tests/test_zh_edition.py.
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if not p.name.endswith(".zh.ipynb"))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
 REPOSITORY_URL = CONFIG["repository"]["url"].rstrip("/")
@@ -20,6 +21,7 @@ BRANCH = CONFIG["repository"]["branch"]
 OWNER_REPO = re.fullmatch(r"https://github\.com/([^/]+/[^/]+)", REPOSITORY_URL).group(1)
 IGNORE_MARKERS = ("NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP")  # as comments in a cell, or as tags below
 IGNORE_TAGS = ("nbval-ignore-output", "nbval-skip")
+GUARD = 'if not os.path.isfile("../shufflenet/__init__.py")'  # the setup cell: no clone around the notebook
 
 
 def _requirement_key(requirement: str):
@@ -136,25 +138,30 @@ def test_notebook_starts_with_title_and_its_own_colab_badge(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_installs_the_package_only_in_colab(path):
+def test_notebook_installs_the_package_only_when_alone(path):
     code = [_source(cell) for cell in _cells(path, "code")]
     installing = [source for source in code if "pip" in source and "install" in source]
-    assert len(installing) == 1, "exactly one code cell may install anything: the Colab setup cell"
+    assert len(installing) == 1, "exactly one code cell may install anything: the setup cell"
     setup = installing[0]
-    assert setup == code[0], "the Colab setup cell must be the first code cell"
+    assert setup == code[0], "the setup cell must be the first code cell"
     # The repository and branch are written once, and must be _config.yml's.
     assert f'REPOSITORY, BRANCH = "{REPOSITORY_URL}", "{BRANCH}"' in setup.splitlines()
     assert setup.count("https://") == 1, "the setup cell names the repository once, in REPOSITORY"
-    # Everything that clones, installs or changes directory sits inside the Colab guard.
+    # Everything that clones, installs or changes directory sits inside one guard: the notebook is
+    # alone (no clone of the book around it) and in Colab, or without the package installed.
     lines = setup.splitlines()
-    guard = [i for i, line in enumerate(lines) if line.startswith('if "google.colab" in sys.modules')]
-    assert len(guard) == 1, 'the setup cell needs one `if "google.colab" in sys.modules ...:` guard'
+    guard = [i for i, line in enumerate(lines) if line.startswith(GUARD)]
+    assert len(guard) == 1, f"the setup cell needs one `{GUARD} ...:` guard"
+    end = next(i for i in range(guard[0], len(lines)) if lines[i].rstrip().endswith(":"))
+    condition = " ".join(lines[guard[0]:end + 1])
+    for part in ('"google.colab" in sys.modules', 'importlib.util.find_spec("shufflenet") is None'):
+        assert part in condition, f"the guard must test {part}"
     body = lines[guard[0] + 1:]
     assert all(not line.strip() or line.startswith((" ", "\t")) for line in body), \
-        "nothing may follow the Colab guard's block in the setup cell"
+        "nothing may follow the guard's block in the setup cell"
     for word in ("run_or_stop([", "os.chdir("):
         calls = [i for i, line in enumerate(lines) if word in line]
-        assert calls and all(i > guard[0] for i in calls), f"{word} outside the Colab guard"
+        assert calls and all(i > end for i in calls), f"{word} outside the guard"
 
 
 def test_every_notebook_has_the_same_setup_cell():

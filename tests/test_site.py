@@ -19,13 +19,14 @@ import pytest
 from bs4 import BeautifulSoup
 
 from book_browser import (
+    CHINESE,
     DESKTOP,
     HTML,
-    NOT_PAGES,
     PHONE,
     ROOT,
     book_pages,
     find_chromium,
+    is_page,
     new_context,
     offline_browser,
     open_page,
@@ -35,8 +36,9 @@ if not (HTML / "index.html").is_file():
     pytest.skip("no built book in _build/html: run `make book` first (`make test` does)",
                 allow_module_level=True)
 
-ALL_PAGES = sorted(p for p in HTML.rglob("*.html") if p.relative_to(HTML).parts[0] not in NOT_PAGES)
-PAGES = book_pages()  # ALL_PAGES less index.html, which only redirects
+ALL_PAGES = sorted(p for p in HTML.rglob("*.html") if is_page(p))  # both editions
+PAGES = book_pages()  # ALL_PAGES less the index.html of each edition, which only redirects
+ZH_TOC = ROOT / "_toc.zh.yml"  # the Chinese edition (_build/html/zh), when there is one
 EXTERNAL_LINKS = ROOT / "_build" / "external-links.txt"
 EXTERNAL_SCHEMES = ("http", "https", "mailto")
 ASSET_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "shortcut", "manifest"}
@@ -46,9 +48,22 @@ def _name(path: Path) -> str:
     return path.relative_to(HTML).as_posix()
 
 
+def _chinese(page: Path) -> bool:
+    return page.relative_to(HTML).parts[0] == CHINESE
+
+
+def _edition_root(page: Path) -> Path:
+    return HTML / CHINESE if _chinese(page) else HTML
+
+
+def _toc_entries(page: Path) -> list:
+    toc = ZH_TOC if _chinese(page) else ROOT / "_toc.yml"
+    return re.findall(r"(?:root|file):\s*(\S+)", toc.read_text(encoding="utf-8"))
+
+
 def _notebook(page: Path) -> Path | None:
     """The notebook a page was built from, or None for a Markdown page or a generated one."""
-    source = ROOT / page.relative_to(HTML).with_suffix(".ipynb")
+    source = ROOT / page.relative_to(_edition_root(page)).with_suffix(".ipynb")
     return source if source.is_file() else None
 
 
@@ -125,6 +140,53 @@ def test_the_book_has_its_pages():
     toc = re.findall(r"(?:root|file):\s*(\S+)", (ROOT / "_toc.yml").read_text(encoding="utf-8"))
     assert {"index.html", "search.html", "genindex.html"} <= names
     assert {f"{entry}.html" for entry in toc} <= names, "a page of _toc.yml was not built"
+
+
+@pytest.mark.skipif(not ZH_TOC.is_file(), reason="no _toc.zh.yml: nothing translated yet, no Chinese book")
+def test_the_chinese_book_has_its_pages_in_chinese_with_chinese_search():
+    names = {_name(page) for page in ALL_PAGES}
+    toc = re.findall(r"(?:root|file):\s*(\S+)", ZH_TOC.read_text(encoding="utf-8"))
+    expected = {"zh/index.html", "zh/search.html", "zh/genindex.html"}
+    assert expected <= names, "no Chinese book in _build/html/zh/"
+    assert {f"zh/{entry}.html" for entry in toc} <= names, "a page of _toc.zh.yml was not built"
+    for page in PAGES:
+        lang = _soup(page).html.get("lang")
+        assert lang == ("zh-CN" if _chinese(page) else "en"), f"{_name(page)}: <html lang={lang!r}>"
+    # Sphinx splits Chinese into words for the search index only with jieba (the dev extra): without it
+    # the index holds Latin words only.
+    index = (HTML / CHINESE / "searchindex.js").read_text(encoding="utf-8")
+    terms = json.loads(index[index.index("(") + 1:index.rindex(")")])["terms"]
+    chinese_words = [term for term in terms if re.fullmatch(r"[\u4e00-\u9fff]{2,}", term)]
+    assert len(chinese_words) > 10, "the Chinese search index has no Chinese words: is jieba installed?"
+
+
+def _counterpart(page: Path) -> Path | None:
+    """The page of the other edition that ``page``'s "English | 中文" switch must link to."""
+    relative = page.relative_to(_edition_root(page)).as_posix()
+    if _chinese(page):
+        return HTML / relative.replace("book/zh/", "book/").replace(".zh.html", ".html")
+    if relative.startswith("notebooks/"):
+        chinese = relative.removesuffix(".html") + ".zh.html"
+    else:
+        chinese = relative.replace("book/", "book/zh/", 1)
+    target = HTML / CHINESE / chinese
+    toc = re.findall(r"(?:root|file):\s*(\S+)", ZH_TOC.read_text(encoding="utf-8"))
+    return target if target.is_file() else HTML / CHINESE / f"{toc[0]}.html"
+
+
+SWITCHED = [page for page in PAGES if page.name not in ("search.html", "genindex.html")]
+
+
+@pytest.mark.skipif(not ZH_TOC.is_file(), reason="no _toc.zh.yml: nothing translated yet, no Chinese book")
+@pytest.mark.parametrize("page", SWITCHED, ids=_name)
+def test_every_page_links_its_counterpart_in_the_other_edition(page):
+    switch = _soup(page).select_one("p.edition-switch")
+    assert switch is not None, "no English | 中文 switch on the page"
+    links = switch.find_all("a", href=True)
+    assert len(links) == 1, f"the switch must link the other edition once: {switch}"
+    target = (page.parent / links[0]["href"]).resolve()
+    assert target == _counterpart(page).resolve(), \
+        f"the switch links {links[0]['href']}, not {_name(_counterpart(page))}"
 
 
 @pytest.mark.parametrize("page", ALL_PAGES, ids=_name)
@@ -210,6 +272,18 @@ INSPECT = r"""() => {
         });
 
     // The page as a whole fits the window (code blocks may scroll inside themselves).
+    // A font with Chinese glyphs (fonts-noto-cjk on Debian): without one, every character is the same
+    // empty box, so two different characters draw the same pixels.
+    const draw = ch => {
+        const canvas = document.createElement('canvas');
+        canvas.width = canvas.height = 32;
+        const context = canvas.getContext('2d');
+        context.font = `24px ${getComputedStyle(document.body).fontFamily}`;
+        context.fillText(ch, 2, 26);
+        return context.getImageData(0, 0, 32, 32).data.join(',');
+    };
+    found.cjk_font = draw('中') !== draw('文');
+
     found.page_width = document.documentElement.scrollWidth;
     found.window_width = window.innerWidth;
     found.article_right = Math.round(article.getBoundingClientRect().right);
@@ -310,7 +384,7 @@ def test_the_mathematics_is_typeset(seen, page):
 @pytest.mark.parametrize("page", PAGES, ids=_name)
 def test_toc_search_and_colab_button_are_there(seen, page):
     found = seen[_name(page), "desktop"]
-    toc = re.findall(r"(?:root|file):\s*(\S+)", (ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    toc = _toc_entries(page)
     assert found["toc_links"] >= len(toc), \
         f"the table of contents shows {found['toc_links']} of {len(toc)} pages"
     assert found["toc_shown"], "the table of contents is not on the page"
@@ -320,6 +394,12 @@ def test_toc_search_and_colab_button_are_there(seen, page):
         assert found["launch_button"], "no visible launch button"
         assert any(link.endswith(f"/notebooks/{notebook.name}") for link in found["colab_links"]), \
             f"the launch button has no Colab link to {notebook.name}: {found['colab_links']}"
+
+
+@pytest.mark.parametrize("page", [page for page in PAGES if _chinese(page)], ids=_name)
+def test_chinese_pages_have_a_font_with_chinese_glyphs(seen, page):
+    assert seen[_name(page), "desktop"]["cjk_font"], \
+        "Chromium draws Chinese as empty boxes: install a CJK font (.ci/install-chromium: fonts-noto-cjk)"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_name)
