@@ -17,7 +17,8 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.sh"
 DRY_RUN = {"DEVICE": "cpu", "EPOCHS": "1", "BATCH": "8", "SCALE": "0.25",
-           "PIPELINE_ARGS": "--train-steps 1 --data-steps 2 --repeats 1 --warmup 1 --num-workers 0 --threads 1"}
+           "PIPELINE_ARGS": "--train-steps 1 --data-steps 2 --repeats 1 --warmup 1 --num-workers 0 "
+                            "--threads 1"}
 
 
 @pytest.fixture
@@ -54,14 +55,11 @@ def test_a_dry_run_writes_everything_to_out_and_a_rerun_resumes(archive):
     assert log.rstrip().splitlines()[-1].startswith("== ") and "done (status 0)" in log
     assert (out / "gpu_check.log").read_text() == log
 
-    code, log = gpu_check(archive, "cifar10-jpeg.tar.gz", "out", STEPS="train")
-    assert code == 0, log
-    assert "already unpacked" in log and "resuming from" in log and "CUDA tests" not in log
-
-
-def test_a_stop_at_the_time_limit_says_rerun_to_continue(archive):
+    # The rerun reuses the unpacked archive and resumes; stopped at its time limit (here while Python
+    # starts), it says so and how to continue, and that is not a failure.
     code, log = gpu_check(archive, "cifar10-jpeg.tar.gz", "out", STEPS="train", TRAIN_SECONDS="0.5")
     assert code == 0, log
+    assert "already unpacked" in log and "resuming from" in log and "CUDA tests" not in log
     assert "rerun the same command to continue" in log and "training incomplete" in log
     assert "failed" not in log
 
