@@ -45,6 +45,9 @@ pipeline_seconds=${PIPELINE_SECONDS:-70}
 cd "$(dirname "$0")/.."  # the clone's root: python -m shufflenet and pytest tests/ import this clone
 mkdir -p "$out" || exit 2
 exec > >(tee -a "$out/gpu_check.log") 2>&1
+tee_pid=$!
+finish() { exec >&- 2>&-; wait "$tee_pid"; }  # the log is whole when the script returns
+trap finish EXIT
 export PYTHONUNBUFFERED=1
 status=0
 incomplete=""
@@ -113,9 +116,10 @@ if [[ $steps == *" train "* ]]; then
     code=$?
     case $code in
         0) ;;
-        124|130) incomplete="stopped at the time limit with a checkpoint: rerun the same command to continue"
+        124|130) incomplete="stopped at the time limit (in training: at a step boundary, with a checkpoint);"
+                 incomplete+=" rerun the same command to continue"
                  echo "$incomplete" ;;
-        137) incomplete="killed at the time limit: the last epoch's checkpoint stands; rerun the same command to continue"
+        137) incomplete="killed at the time limit (the last checkpoint stands); rerun the same command to continue"
              echo "$incomplete" ;;
         *) echo "the training failed (status $code)"; status=1 ;;
     esac
