@@ -176,4 +176,5 @@ class DeferredInterrupt:
 
     def __exit__(self, *exc) -> None:
         if self._installed:  # a handler installed outside Python reads as None: put Python's back
-            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            previous = signal.default_int_handler if self._previous is None else self._previous
+            signal.signal(signal.SIGINT, previous)  # SIG_DFL (0) and SIG_IGN too, as they were

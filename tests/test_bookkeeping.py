@@ -31,6 +31,18 @@ def ctrl_c():
     signal.raise_signal(signal.SIGINT)
 
 
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own Ctrl-C handler, as in an interactive start; whatever was there before comes back after.
+
+    A process started with SIGINT ignored (``nohup make test &``, many job runners) has ``SIG_IGN`` here,
+    and :class:`DeferredInterrupt` rightly puts that back: the tests below must not assume which it is.
+    """
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 class InterruptAt:
     """A callback that presses Ctrl-C after a given step, keeping a copy of the last epoch's checkpoint."""
 
@@ -56,7 +68,7 @@ def test_run_state_averages_the_loss_per_image_and_survives_a_checkpoint():
     assert (saved.epoch, saved.step, saved.loss_count, saved.elapsed, saved.history) == (1, 0, 0, 1.5, [row])
 
 
-def test_deferred_interrupt_waits_for_the_step_boundary_then_stops_at_once():
+def test_deferred_interrupt_waits_for_the_step_boundary_then_stops_at_once(python_sigint_handler):
     with DeferredInterrupt() as interrupt:
         assert not interrupt.requested
         ctrl_c()                                         # the first only asks
@@ -64,6 +76,22 @@ def test_deferred_interrupt_waits_for_the_step_boundary_then_stops_at_once():
         with pytest.raises(KeyboardInterrupt):
             ctrl_c()                                     # the second stops at once
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _custom_handler(signum, frame):
+    pass
+
+
+@pytest.mark.parametrize("before", [signal.default_int_handler, signal.SIG_IGN, signal.SIG_DFL,
+                                    _custom_handler], ids=["python", "ignored", "default", "custom"])
+def test_deferred_interrupt_puts_back_whatever_handler_was_there(before):
+    saved = signal.signal(signal.SIGINT, before)
+    try:
+        with DeferredInterrupt():
+            assert signal.getsignal(signal.SIGINT) not in (before, saved)
+        assert signal.getsignal(signal.SIGINT) == before
+    finally:
+        signal.signal(signal.SIGINT, saved)
 
 
 @pytest.mark.parametrize("resume_from", ["end of epoch 1", "middle of epoch 2"])
@@ -253,7 +281,8 @@ class _no_warning:
 
 
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys,
-                                                                      tiny_config, cli_args):
+                                                                      tiny_config, cli_args,
+                                                                      python_sigint_handler):
     out = tmp_path / "run"
     train(tiny_config(out, epochs=1))
     saved = (out / "checkpoint.pt").read_bytes()
@@ -299,3 +328,21 @@ def test_ctrl_c_in_a_real_process_resumes_exactly(tmp_path):
     assert process.returncode == 130 and "checkpoint saved" in err and "Traceback" not in err
     subprocess.run(command(stopped, "--resume"), check=True, capture_output=True, env=env)
     assert_same_run(straight, stopped)
+
+
+def test_the_ctrl_c_tests_pass_when_started_with_sigint_ignored():
+    """As ``nohup make test &`` or a job runner starts them: SIGINT ignored from the start (``SIG_IGN``,
+    kept across exec). The tests of Python's handler and of DeferredInterrupt must set up what they
+    assume themselves, and a Ctrl-C must still stop a training run at a step boundary."""
+    def started_with_sigint_ignored(*args):  # ignore SIGINT, then exec: what a shell does for `cmd &`
+        launcher = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+        return subprocess.run([sys.executable, "-c", launcher, *args], capture_output=True, text=True,
+                              timeout=300)
+
+    check = "import signal; assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN"
+    assert started_with_sigint_ignored("-c", check).returncode == 0  # the precondition holds
+    done = started_with_sigint_ignored("-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
+                                       "-k", "deferred_interrupt or second_ctrl_c or inside_the_forward_pass")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout

@@ -4,6 +4,7 @@ README and _config.yml. Fast and offline: it only reads files."""
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ def test_main_deploys_the_built_html_with_the_official_pages_actions():
     upload = [step for step in build["steps"]
               if step.get("uses", "").startswith("actions/upload-pages-artifact@")]
     assert len(upload) == 1 and upload[0]["with"]["path"] == "_build/html"
-    assert upload[0]["if"] == ON_MAIN, "only main publishes"
+    assert upload[0]["if"] == ON_MAIN + " && matrix.torch == 'newest'", "only main publishes, once"
     assert build["steps"][-1] is upload[0], "the website is uploaded after both commands passed"
     assert deploy["if"] == ON_MAIN and deploy["needs"] == "build"
     assert [step["uses"].split("@")[0] for step in deploy["steps"]] == ["actions/deploy-pages"]
@@ -62,3 +63,27 @@ def test_main_deploys_the_built_html_with_the_official_pages_actions():
 def test_readme_and_config_link_the_published_book():
     assert _pages_url() in README, f"the README must link the published book, {_pages_url()}"
     assert CONFIG["html"]["baseurl"] == _pages_url()
+
+
+def _pins(path: Path) -> dict:
+    """``name==version`` lines of a pip constraints file, as {name: version}."""
+    lines = (line.split("#")[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return dict(line.split("==") for line in lines if line)
+
+
+def test_the_build_runs_at_pyprojects_torch_floor_and_at_the_newest_release():
+    build = WORKFLOW["jobs"]["build"]
+    assert build["strategy"]["matrix"]["torch"] == ["floor", "newest"]
+    assert build["strategy"]["fail-fast"] is False, "a failure at one end must not hide the other's"
+    assert build["env"]["PIP_CONSTRAINT"] == ".ci/torch-${{ matrix.torch }}.txt"
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        pytest.skip("reading pyproject.toml needs tomllib (Python 3.11+)")
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "dependencies"]
+    floors = dict(d.split(">=") for d in dependencies if d.startswith(("torch>=", "torchvision>=")))
+    assert _pins(ROOT / ".ci" / "torch-floor.txt") == floors, "the floor leg installs pyproject's floor"
+    assert _pins(ROOT / ".ci" / "torch-newest.txt") == {}, "the newest leg pins nothing"
+    assert f"torch {floors['torch']}" in README and f"torchvision {floors['torchvision']}" in README, \
+        "the README says which versions were tested"
