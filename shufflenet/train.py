@@ -311,7 +311,8 @@ def recalibrate_batchnorm(model: nn.Module, batches, device: torch.device, dtype
                           stop=lambda: False) -> bool:
     """BatchNorm's running statistics recomputed as plain averages over one pass of training batches,
     with the weights fixed (the official recipe's last step); in several processes, averaged over them.
-    False if ``stop()`` turned true on the way (a resumed run starts the pass again)."""
+    ``stop()`` is asked every 10 batches, where all processes ask it together; False if it said True (a
+    resumed run starts the pass again)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for m in norms:
@@ -319,10 +320,10 @@ def recalibrate_batchnorm(model: nn.Module, batches, device: torch.device, dtype
         m.momentum = None  # a cumulative average instead of an exponential one
     model.train()
     try:
-        for images, _ in batches:
+        for step, (images, _) in enumerate(batches, start=1):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 model(images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
-            if stop():
+            if step % 10 == 0 and stop():
                 return False
     finally:
         for m, momentum in zip(norms, momenta):
@@ -389,6 +390,8 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
             train_batches.set_epoch(run.epoch, run.step)
             stopped = False
             for images, labels in progress_bar(train_batches, run, config):
+                # Decoded on the CPU (folders), or already on the device (the fast path: no copy).
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 loss = train_step(step_model, images, labels, optimizer, scheduler, scaler, criterion,
                                   dtype)
                 loss = distributed.mean(loss)  # over all processes: the loss of the whole batch
@@ -404,7 +407,8 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
             stop = lambda: interrupt.requested  # noqa: E731
             if config.bn_recalibrate and run.epoch == config.epochs - 1 and not stopped:
                 train_batches.set_epoch(config.epochs)  # one more epoch's images, no weight updates
-                stopped = not recalibrate_batchnorm(model, train_batches, device, dtype, stop)
+                together = lambda: distributed.any_rank(interrupt.requested, device)  # noqa: E731
+                stopped = not recalibrate_batchnorm(model, train_batches, device, dtype, together)
             result = None if stopped else evaluate(model, test_batches, device, dtype, stop)
             run.epoch_seconds += time.perf_counter() - started
             if result is None:  # Ctrl-C: keep every finished step; a resumed run redoes the evaluation
