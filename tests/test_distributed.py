@@ -136,6 +136,7 @@ def worker_pid(parent: int, local_rank: int) -> int:
     raise AssertionError(f"no worker of local rank {local_rank} under process {parent}")
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds rank 1's process in /proc")
 def test_ctrl_c_on_one_process_stops_both_and_resume_is_exact(straight, tmp_path):
     out = tmp_path / "stopped"
     process = subprocess.Popen(torchrun(*RUN, "--out", str(out)), stdout=subprocess.PIPE,
@@ -145,7 +146,7 @@ def test_ctrl_c_on_one_process_stops_both_and_resume_is_exact(straight, tmp_path
             os.kill(worker_pid(process.pid, 1), signal.SIGINT)  # rank 1 only; rank 0 knows nothing
             break
     _, err = process.communicate(timeout=300)
-    if "checkpoint saved" not in err:
+    if process.returncode == 0:
         pytest.skip("the run finished before the signal arrived")  # a very fast machine
     assert process.returncode != 0 and "interrupted at epoch 2, step 10" in err
     assert err.count("error: interrupted") == 1  # rank 0 says it, for both
