@@ -6,6 +6,9 @@
 * :class:`DeferredInterrupt`: Ctrl-C stops the run at the next step boundary, so a checkpoint never
   holds half a step (a forward pass that already moved BatchNorm's running statistics, or an optimiser
   update applied to some parameters only). A second Ctrl-C stops at once.
+
+In a run of several processes (``torchrun``) rank 0 alone writes the checkpoint, every process reads it,
+and the number of processes is part of the run: a checkpoint resumes only with as many.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .runtime import atomic_save
 
 PRECISION_NAMES = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -54,9 +58,10 @@ class RunState:
         self.loss_count += batch_size
         self.step += 1
 
-    def finish_epoch(self, test_acc: float, lr: float) -> dict:
+    def finish_epoch(self, test_acc: float, lr: float, **more: float) -> dict:
         row = {"epoch": self.epoch + 1, "train_loss": round(float(self.loss_sum) / self.loss_count, 6),
-               "test_acc": round(test_acc, 6), "lr": lr, "seconds": round(self.epoch_seconds, 3)}
+               "test_acc": round(test_acc, 6), **{k: round(v, 6) for k, v in more.items()}, "lr": lr,
+               "seconds": round(self.epoch_seconds, 3)}
         self.history.append(row)
         self.elapsed += self.epoch_seconds
         self.epoch, self.step, self.epoch_seconds = self.epoch + 1, 0, 0.0
@@ -104,16 +109,20 @@ def read_checkpoint(path: Path) -> dict:
 
 class Checkpoint:
     """``OUT/checkpoint.pt``: the model, optimiser, schedule and gradient scaler, the :class:`RunState`,
-    the random generators, the options, and the device type and precision the run resolved."""
+    the random generators, the options, the device type and precision the run resolved and its number
+    of processes. Rank 0 writes it; the others wait for the file before they go on."""
 
-    def __init__(self, path: Path, config, device: torch.device, dtype, parts: dict):
+    def __init__(self, path: Path, config, device: torch.device, dtype, parts: dict, world_size: int = 1):
         self.path, self.config, self.device, self.parts = Path(path), config, device, parts
-        self.precision = PRECISION_NAMES[dtype]
+        self.precision, self.world_size = PRECISION_NAMES[dtype], world_size
 
     def save(self, run: RunState) -> None:
-        atomic_save({**{name: part.state_dict() for name, part in self.parts.items()},
-                     **run.state_dict(), "rng": _rng_state(self.device), "config": asdict(self.config),
-                     "device_type": self.device.type, "precision": self.precision}, self.path)
+        if distributed.is_main():
+            atomic_save({**{name: part.state_dict() for name, part in self.parts.items()},
+                         **run.state_dict(), "rng": _rng_state(self.device), "config": asdict(self.config),
+                         "device_type": self.device.type, "precision": self.precision,
+                         "world_size": self.world_size}, self.path)
+        distributed.barrier()
 
     def restore(self) -> RunState:
         if not self.path.is_file():
@@ -145,6 +154,10 @@ class Checkpoint:
         if precision != self.precision:
             differences.append(f"precision {precision} there, {self.precision} now (resume with "
                                f"--precision {precision})")
+        processes = state.get("world_size", 1)
+        if processes != self.world_size:  # each process's BatchNorm sees another share of the batch
+            differences.append(f"world size {processes} there, {self.world_size} now (resume with "
+                               f"{processes} process{'es' if processes > 1 else ''})")
         if differences:
             raise CheckpointError(f"checkpoint {self.path} belongs to another run "
                                   f"({'; '.join(differences)}); choose another --out to start afresh")

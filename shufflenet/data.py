@@ -160,13 +160,7 @@ def random_crop_flip(images: torch.Tensor, padding: int = PADDING, flip: bool = 
     """
     n, c, h, w = images.shape
     device = images.device
-    if offsets is None:
-        dy = torch.randint(0, 2 * padding + 1, (n,), device=device, generator=generator)
-        dx = torch.randint(0, 2 * padding + 1, (n,), device=device, generator=generator)
-        flipped = (torch.rand(n, device=device, generator=generator) < 0.5) if flip \
-            else torch.zeros(n, dtype=torch.bool, device=device)
-    else:
-        dy, dx, flipped = offsets
+    dy, dx, flipped = crop_flip_offsets(n, padding, flip, generator, device) if offsets is None else offsets
     padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))  # zeros, like RandomCrop
     rows = dy[:, None] + torch.arange(h, device=device)                       # (N, H)
     ascending = torch.arange(w, device=device)
@@ -174,6 +168,16 @@ def random_crop_flip(images: torch.Tensor, padding: int = PADDING, flip: bool = 
     batch = torch.arange(n, device=device)[:, None, None, None]
     channel = torch.arange(c, device=device)[None, :, None, None]
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def crop_flip_offsets(n: int, padding: int = PADDING, flip: bool = True,
+                      generator: torch.Generator | None = None, device="cpu") -> tuple:
+    """The random draws of :func:`random_crop_flip` for ``n`` images: offsets ``dy``, ``dx`` and flips."""
+    dy = torch.randint(0, 2 * padding + 1, (n,), device=device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), device=device, generator=generator)
+    flipped = (torch.rand(n, device=device, generator=generator) < 0.5) if flip \
+        else torch.zeros(n, dtype=torch.bool, device=device)
+    return dy, dx, flipped
 
 
 def normalize(images: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD,
@@ -196,10 +200,14 @@ class DeviceLoader:
     Iterating gives ``(images, labels)`` with images already augmented (if ``augment``), normalised,
     float32 and in ``channels_last`` layout. ``set_epoch(e)`` fixes the shuffling and augmentation of
     epoch ``e`` (seeded by ``seed`` and ``e``), and ``start_step`` skips batches already trained on.
+
+    In a run of ``world_size`` processes, ``batch_size`` is the global batch: every process draws the
+    same order and the same crops and flips for the whole batch, and keeps its own slice (``rank``), so
+    the slices put together are the one-process batch whatever the number of processes.
     """
 
     def __init__(self, split: Split, batch_size: int, device, train: bool, seed: int = 0,
-                 channels_last: bool = True):
+                 channels_last: bool = True, rank: int = 0, world_size: int = 1):
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
@@ -212,6 +220,10 @@ class DeviceLoader:
         self.std = torch.tensor(CIFAR10_STD, device=self.device)
         self.epoch = 0
         self.start_step = 0
+        if train and batch_size % world_size:
+            raise ValueError(f"the batch size {batch_size} does not split evenly between {world_size} "
+                             f"processes")
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
@@ -219,6 +231,10 @@ class DeviceLoader:
     def __len__(self) -> int:
         n = len(self.labels)
         return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def share(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a global batch (of its indices, or of its random draws)."""
+        return batch if self.world_size == 1 else batch.tensor_split(self.world_size)[self.rank]
 
     def __iter__(self):
         n = len(self.labels)
@@ -228,14 +244,15 @@ class DeviceLoader:
             order = torch.arange(n, device=self.device)
         for step in range(self.start_step, len(self)):
             index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            images = self.images[index]
-            if self.train:
+            images = self.images[self.share(index)]
+            if self.train:  # the draws for the whole global batch, then this process's slice
                 generator = epoch_generator(self.seed, self.epoch, step, device=self.device)
-                images = random_crop_flip(images, generator=generator)
+                offsets = crop_flip_offsets(len(index), generator=generator, device=self.device)
+                images = random_crop_flip(images, offsets=tuple(map(self.share, offsets)))
             images = normalize(images, self.mean, self.std)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            yield images, self.labels[index]
+            yield images, self.labels[self.share(index)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -295,3 +312,94 @@ class ReferenceLoader:
         loader = make_dataloader(self.split, self.batch_size, train=True, num_workers=self.num_workers,
                                  seed=self.seed, epoch=self.epoch)
         return itertools.islice(iter(loader), self.start_step, None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# ImageNet-sized folders: the paper's recipe, one image at a time, each process its own share
+# ----------------------------------------------------------------------------------------------------
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_transform(train: bool, size: int = 224):
+    """The paper's augmentation as Megvii's training code applies it: a random resized crop, colour
+    jitter (brightness, contrast and saturation 0.4) and a horizontal flip; for evaluation, the shorter
+    side resized to 256 and the central 224 x 224."""
+    from torchvision.transforms import v2
+
+    if train:
+        steps = [v2.RandomResizedCrop(size, antialias=True), v2.ColorJitter(0.4, 0.4, 0.4),
+                 v2.RandomHorizontalFlip()]
+    else:
+        steps = [v2.Resize(size * 256 // 224, antialias=True), v2.CenterCrop(size)]
+    return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+class SeededImageFolder(Dataset):
+    """An :class:`~torchvision.datasets.ImageFolder` whose random transform is seeded by (seed, epoch,
+    image): an image gets the same crop in an epoch whichever process, worker or step loads it, so a
+    resumed run sees exactly the images the uninterrupted one saw."""
+
+    def __init__(self, folder: str | os.PathLike, transform, seed: int = 0):
+        from torchvision.datasets import ImageFolder
+
+        self.folder = ImageFolder(str(folder))
+        self.classes = list(self.folder.classes)
+        self.transform, self.seed, self.epoch = transform, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, i: int):
+        path, label = self.folder.samples[i]
+        image = self.folder.loader(path)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(epoch_generator(self.seed, self.epoch, i).initial_seed())
+            return self.transform(image), label
+
+
+class FolderLoader:
+    """Batches of an ImageNet-style folder, behind the same interface as :class:`DeviceLoader`.
+
+    Training: a :class:`~torch.utils.data.distributed.DistributedSampler` (``set_epoch`` reshuffles)
+    deals each process every ``world_size``-th image of one permutation, so step ``k`` of all processes
+    together covers the same ``batch_size`` images as step ``k`` of one process. Evaluation: each process
+    takes a contiguous share of the images, each image once. Decoding runs in ``num_workers`` processes.
+    """
+
+    def __init__(self, folder, batch_size: int, train: bool, seed: int = 0, num_workers: int = 0,
+                 rank: int = 0, world_size: int = 1, pin_memory: bool = False, size: int = 224):
+        from torch.utils.data.distributed import DistributedSampler
+
+        if batch_size % world_size:
+            raise ValueError(f"the batch size {batch_size} does not split evenly between {world_size} "
+                             f"processes")
+        self.dataset = SeededImageFolder(folder, imagenet_transform(train, size), seed)
+        self.classes, self.train, self.batch_size = self.dataset.classes, train, batch_size
+        self.local_batch = batch_size // world_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        if train:
+            self.sampler = DistributedSampler(self.dataset, world_size, rank, shuffle=True, seed=seed,
+                                              drop_last=True)
+        else:
+            self.sampler = torch.arange(len(self.dataset)).tensor_split(world_size)[rank].tolist()
+        self.epoch, self.start_step = 0, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __len__(self) -> int:
+        if self.train:
+            return len(self.dataset) // self.batch_size
+        return -(-len(self.sampler) // self.local_batch)
+
+    def __iter__(self):
+        self.dataset.epoch = self.epoch
+        if self.train:
+            self.sampler.set_epoch(self.epoch)
+        indices = list(self.sampler)[self.start_step * self.local_batch:]
+        return iter(DataLoader(self.dataset, batch_size=self.local_batch, sampler=indices,
+                               num_workers=self.num_workers, pin_memory=self.pin_memory,
+                               drop_last=self.train, persistent_workers=False))

@@ -8,6 +8,15 @@
 writes ``OUT/metrics.jsonl`` (one line per epoch), ``OUT/checkpoint.pt`` (after every epoch, and
 on Ctrl-C, at the next step boundary) and ``OUT/summary.json`` (at the end); ``--resume`` continues a
 stopped run exactly, and ``--export DIR`` then also writes the results folder (:func:`export_run`).
+
+The paper's ImageNet recipe, on one machine with 8 GPUs (``--batch-size`` is the global batch)::
+
+    torchrun --standalone --nproc_per_node=8 -m shufflenet.train --recipe imagenet --data IMAGENET \\
+        --groups 3 --scale 1.0 --out runs/imagenet_g3
+    python -m shufflenet.train --recipe imagenet --data IMAGENET --out runs/imagenet_g3 --evaluate
+
+where ``IMAGENET`` holds ``train/<class>/*`` and ``val/<class>/*``; ``--evaluate`` prints the top-1 and
+top-5 accuracy of the run's checkpoint on ``val/`` (:func:`evaluate_run`).
 """
 
 from __future__ import annotations
@@ -21,18 +30,23 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from ._checks import positive_float_arg, positive_int_arg
-from .bookkeeping import TrainingError, read_checkpoint
+from .bookkeeping import CheckpointError, TrainingError, read_checkpoint
 from .data import DeviceLoader
 from .model import GROUPS, SCALES
 from .runtime import atomic_save
 from .train import (
+    IMAGENET_RECIPE,
     PRECISIONS,
+    DivergedError,
     Interrupted,
     TrainConfig,
     autocast_dtype,
     build_model,
+    evaluate,
     load_splits,
+    make_batches,
     predict,
     resolve_device,
     train,
@@ -61,6 +75,8 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     need not be bit-for-bit deterministic), or the data is not the run's.
     """
     out, dest = Path(config.out), Path(dest)
+    if config.recipe != "cifar10":
+        raise TrainingError("--export writes the book's CIFAR-10 results; for ImageNet use --evaluate")
     if not (out / "summary.json").is_file():
         raise TrainingError(f"{out} holds no finished run (no summary.json) to export")
     summary = json.loads((out / "summary.json").read_text())
@@ -88,6 +104,18 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     return confusion
 
 
+def evaluate_run(config: TrainConfig) -> dict:
+    """Top-1 and top-5 accuracy of the weights in ``OUT/checkpoint.pt`` on the run's test split (for the
+    ImageNet recipe, ``val/``); under ``torchrun`` every process evaluates its share."""
+    state = read_checkpoint(Path(config.out) / "checkpoint.pt")
+    device = distributed.setup(resolve_device(config.device))
+    _, test_batches, classes, sizes = make_batches(config, device)
+    model = build_model(config, len(classes), device)
+    model.load_state_dict(state["model"])
+    result = evaluate(model, test_batches, device, autocast_dtype(device, config.precision))
+    return {**result, "test_images": sizes[1]}
+
+
 # ----------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------
@@ -96,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m shufflenet.train",
                                 description="Train ShuffleNet V1 on CIFAR-10 (32x32 variant).")
+    p.add_argument("--recipe", choices=("cifar10", "imagenet"), default=defaults.recipe,
+                   help="imagenet: the paper's ImageNet recipe (224x224 crops of a folder with train/ and "
+                   "val/, batch 1024, lr 0.5 falling linearly, 240 epochs, weight decay 4e-5, ...); "
+                   "options given as well override it")
     p.add_argument("--data", default=defaults.data, help="cifar10, synthetic, or a directory with "
                    "train/<class>/* and test/<class>/* (default: cifar10)")
     p.add_argument("--root", default=None, help="where CIFAR-10 is (or is downloaded to); default ./data")
@@ -113,7 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float, default=defaults.momentum)
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
-    p.add_argument("--schedule", choices=("onecycle", "cosine"), default=defaults.schedule)
+    p.add_argument("--schedule", choices=("onecycle", "cosine", "linear"), default=defaults.schedule)
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=defaults.nesterov)
+    p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction,
+                   default=defaults.bn_recalibrate, help="recompute BatchNorm's statistics over one pass "
+                   "of the training images before the last evaluation")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm: BatchNorm statistics over the "
+                   "global batch (torchrun on GPUs)")
     p.add_argument("--limit", type=positive_int_arg, default=None, help="at most N images per split")
     p.add_argument("--test-limit", type=positive_int_arg, default=None, help="at most N test images")
     p.add_argument("--seed", type=int, default=defaults.seed)
@@ -126,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int_arg, default=None, help="torch.set_num_threads(N)")
     p.add_argument("--out", default=defaults.out, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--evaluate", action="store_true", help="only evaluate OUT/checkpoint.pt on the test "
+                   "split (val/ for ImageNet): top-1 and top-5 accuracy")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--export", metavar="DIR", default=None, help="at the end, write the results folder the "
                    "book commits (summary, metrics, final weights, confusion matrix) to DIR")
@@ -134,33 +174,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    recipe, _ = parser.parse_known_args(argv)
+    if recipe.recipe == "imagenet":  # the recipe's values become the defaults; explicit options win
+        parser.set_defaults(**IMAGENET_RECIPE)
     args = parser.parse_args(argv)
-    if args.data not in ("cifar10", "synthetic"):
+    splits = ("train", "val") if args.recipe == "imagenet" else ("train", "test")
+    if args.data not in ("cifar10", "synthetic") or args.recipe == "imagenet":
         folder = Path(args.data)
         if not folder.is_dir():
             parser.error(f"argument --data: {args.data!r} is neither 'cifar10', 'synthetic' nor an existing "
                          f"directory")
-        if not ((folder / "train").is_dir() and (folder / "test").is_dir()):
-            parser.error(f"argument --data: directory {args.data!r} needs train/<class>/* and test/<class>/*")
+        if not all((folder / split).is_dir() for split in splits):
+            parser.error(f"argument --data: directory {args.data!r} needs {splits[0]}/<class>/* and "
+                         f"{splits[1]}/<class>/*")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("argument --device: 'cuda' requested but CUDA is not available on this machine "
                      "(choose from 'auto', 'cpu')")
-    if (Path(args.out) / "checkpoint.pt").exists() and not args.resume:
+    if (Path(args.out) / "checkpoint.pt").exists() and not (args.resume or args.evaluate):
         parser.error(f"argument --out: {args.out!r} already holds a checkpoint; pass --resume to continue "
                      f"it or choose another --out")
-    resume = args.resume
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     try:
-        summary = train(config, resume=resume)
+        return finish(config, args)
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C: the last checkpoint stands
         print(f"error: stopped at once; {config.out} keeps the last checkpoint saved before, if any",
               file=sys.stderr)
         return 130
     except TrainingError as error:
-        print(f"error: {error}", file=sys.stderr)
+        # Every process stops together on Ctrl-C, divergence or a refused checkpoint: rank 0 says why.
+        if distributed.is_main() or not isinstance(error, (Interrupted, DivergedError, CheckpointError)):
+            where = f" (rank {distributed.rank()})" if not distributed.is_main() else ""
+            print(f"error{where}: {error}", file=sys.stderr)
         return 130 if isinstance(error, Interrupted) else 1
+    finally:
+        distributed.teardown()
+
+
+def finish(config: TrainConfig, args) -> int:
+    """Evaluate, or train (and export): what ``main`` does once the options are checked."""
+    if args.evaluate:
+        result = evaluate_run(config)
+        if distributed.is_main():
+            print(f"top-1 {result['test_acc']:.4f}  top-5 {result['test_top5']:.4f}  on "
+                  f"{result['test_images']} images")
+        return 0
+    summary = train(config, resume=args.resume)
+    if not distributed.is_main():
+        return 0
     print(f"done: test accuracy {summary['test_acc']:.4f} after {summary['epochs']} epochs "
-          f"in {summary['seconds']:.0f} s on {summary['device']}; results in {config.out}")
+          f"in {summary['seconds']:.0f} s on {summary['device']}"
+          f"{f' x {distributed.world_size()} processes' if distributed.world_size() > 1 else ''}; "
+          f"results in {config.out}")
     if args.export:
         try:
             export_run(config, args.export)
@@ -170,5 +234,3 @@ def main(argv=None) -> int:
         print(f"exported summary, metrics, final weights, confusion matrix and predictions to "
               f"{args.export}")
     return 0
-
-

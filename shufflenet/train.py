@@ -13,6 +13,15 @@ The recipe, top to bottom in :func:`train`:
   native bf16 (AVX512-BF16 or AMX); ``channels_last`` memory layout; optionally ``torch.compile``;
 * evaluation on the test split after every epoch.
 
+``--recipe imagenet`` is the paper's ImageNet recipe instead (:data:`IMAGENET_RECIPE`, from the paper and
+Megvii's official training code): 224 x 224 random resized crops with colour jitter from a folder of
+images, plain momentum SGD at 0.5 per 1,024 images decaying linearly to zero over 240 epochs, weight decay
+4e-5, and a BatchNorm-statistics pass before the last evaluation.
+
+Started by ``torchrun``, the same loop runs in every process on its share of each batch, with
+:class:`~torch.nn.parallel.DistributedDataParallel` averaging the gradients (``distributed.py``);
+``--batch-size`` stays the global batch.
+
 The command line (``python -m shufflenet.train --help``) and the export of a finished run's results for
 the book live in ``runs.py``; the bookkeeping (run state, checkpoints, Ctrl-C) in ``bookkeeping.py``.
 """
@@ -28,10 +37,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import runtime
+from . import distributed, runtime
 from .bookkeeping import Checkpoint, DeferredInterrupt, RunState, TrainingError
 from .complexity import count_params
-from .data import DeviceLoader, ReferenceLoader, load_data, make_dataloader
+from .data import DeviceLoader, FolderLoader, ReferenceLoader, load_data, make_dataloader
 from .model import shufflenet_v1
 from .runtime import (  # PRECISIONS and native_bf16: the trainer's --precision, re-exported
     PRECISIONS,  # noqa: F401
@@ -45,6 +54,7 @@ from .runtime import (  # PRECISIONS and native_bf16: the trainer's --precision,
 
 @dataclass
 class TrainConfig:
+    recipe: str = "cifar10"          # "cifar10" (32x32 images) or "imagenet" (the paper's, 224x224)
     data: str = "cifar10"            # "cifar10", "synthetic" or an ImageFolder directory
     root: str | None = None          # where torchvision keeps (or downloads) CIFAR-10
     groups: int = 3
@@ -55,9 +65,12 @@ class TrainConfig:
     batch_size: int = 512
     lr: float | None = None          # peak learning rate; None: 0.1 * batch_size / 128
     momentum: float = 0.9
+    nesterov: bool = True
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
-    schedule: str = "onecycle"       # or "cosine"
+    schedule: str = "onecycle"       # or "cosine", or "linear" (from the peak down to zero)
+    bn_recalibrate: bool = False     # recompute BatchNorm's statistics before the last evaluation
+    sync_bn: bool = False            # SyncBatchNorm: statistics over the global batch (CUDA, torchrun)
     limit: int | None = None         # at most this many images per split (smoke runs, CPU runs)
     test_limit: int | None = None    # at most this many test images (default: limit)
     seed: int = 0
@@ -72,7 +85,19 @@ class TrainConfig:
 
     @property
     def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else 0.1 * self.batch_size / 128
+        if self.lr is not None:
+            return self.lr
+        return (0.5 / 1024 if self.recipe == "imagenet" else 0.1 / 128) * self.batch_size
+
+
+# The paper's ImageNet recipe (Zhang et al., 2018, Section 4, and Megvii's ShuffleNetV1/train.py): batch
+# 1,024, learning rate 0.5 falling linearly to 0 over 300,000 steps (240 epochs of 1.28 million images),
+# momentum 0.9 without Nesterov, weight decay 4e-5 (not on BatchNorm and biases), label smoothing 0.1, no
+# zero-initialised residual branches, and a pass over the training images that recomputes BatchNorm's
+# statistics at the end (their last 1,251 steps at learning rate 0 do that).
+IMAGENET_RECIPE = dict(recipe="imagenet", epochs=240, batch_size=1024, momentum=0.9, nesterov=False,
+                       weight_decay=4e-5, label_smoothing=0.1, schedule="linear", bn_recalibrate=True,
+                       zero_init_residual=False, num_workers=8)
 
 
 class DivergedError(TrainingError):
@@ -105,11 +130,14 @@ def make_scheduler(config: TrainConfig, optimizer, total_steps: int):
     """Learning rate as a multiple of the peak, stepped after every batch.
 
     ``onecycle``: a linear warm-up from peak / 25 over the first quarter of the steps, then a cosine
-    down to zero (Smith and Topin, 2019). ``cosine``: a cosine from the peak down to zero.
+    down to zero (Smith and Topin, 2019). ``cosine``: a cosine from the peak down to zero. ``linear``:
+    a straight line from the peak down to zero (the official ImageNet schedule).
     """
     warmup = max(1, round(0.25 * total_steps)) if config.schedule == "onecycle" else 0
 
     def factor(step: int) -> float:
+        if config.schedule == "linear":
+            return max(0.0, 1 - step / total_steps)
         if step < warmup:
             return 1 / 25 + (1 - 1 / 25) * step / warmup
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
@@ -124,39 +152,117 @@ def load_splits(config: TrainConfig) -> tuple:
     return train_split, test_split.subset(config.test_limit, config.seed), classes
 
 
-def make_batches(config: TrainConfig, train_split, test_split, device: torch.device) -> tuple:
-    """Training and test batches of the chosen pipeline, both with ``set_epoch(epoch, start_step)``."""
-    if len(train_split) < config.batch_size:
-        raise TrainingError(f"only {len(train_split)} training images for batch size {config.batch_size}")
-    if config.pipeline == "fast":  # every image stays on the device as uint8; batches augmented there
-        return (DeviceLoader(train_split, config.batch_size, device, train=True, seed=config.seed),
-                DeviceLoader(test_split, 1024, device, train=False))
-    return (ReferenceLoader(train_split, config.batch_size, config.num_workers, config.seed),
-            make_dataloader(test_split, 1024, train=False, num_workers=config.num_workers))
+def make_batches(config: TrainConfig, device: torch.device) -> tuple:
+    """This process's training and test batches (both with ``set_epoch(epoch, start_step)``), the class
+    names and the numbers of training and test images. In a run of several processes every process gets
+    its share of each global batch of ``batch_size`` images."""
+    rank, world = distributed.rank(), distributed.world_size()
+    if config.recipe == "imagenet":  # decoded image by image in worker processes; train/ and val/
+        folders = {"train": Path(config.data) / "train", "val": Path(config.data) / "val"}
+        loaders = [FolderLoader(folders[split], config.batch_size, split == "train", config.seed,
+                                config.num_workers, rank, world, pin_memory=device.type == "cuda")
+                   for split in ("train", "val")]
+        sizes = [len(loader.dataset) for loader in loaders]
+        classes = loaders[0].classes
+    else:
+        train_split, test_split, classes = load_splits(config)
+        if config.pipeline == "fast":  # every image stays on the device as uint8; batches augmented there
+            loaders = [DeviceLoader(train_split, config.batch_size, device, train=True, seed=config.seed,
+                                    rank=rank, world_size=world),
+                       DeviceLoader(test_split, 1024, device, train=False, rank=rank, world_size=world)]
+        elif world == 1:
+            loaders = [ReferenceLoader(train_split, config.batch_size, config.num_workers, config.seed),
+                       make_dataloader(test_split, 1024, train=False, num_workers=config.num_workers)]
+        else:
+            raise TrainingError("--pipeline dataloader runs in one process only; use --pipeline fast")
+        sizes = [len(train_split), len(test_split)]
+    if sizes[0] < config.batch_size:
+        raise TrainingError(f"only {sizes[0]} training images for batch size {config.batch_size}")
+    return loaders[0], loaders[1], classes, sizes
 
 
 def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> nn.Module:
-    """The run's network (32x32 variant), on ``device`` in ``channels_last`` layout."""
-    model = shufflenet_v1(config.groups, config.scale, num_classes=num_classes, small_input=True,
-                          mixing=config.mixing, zero_init_residual=config.zero_init_residual)
+    """The run's network (the 32x32 variant for CIFAR, the paper's for ImageNet), on ``device`` in
+    ``channels_last`` layout."""
+    model = shufflenet_v1(config.groups, config.scale, num_classes=num_classes,
+                          small_input=config.recipe != "imagenet", mixing=config.mixing,
+                          zero_init_residual=config.zero_init_residual)
+    if config.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model.to(device, memory_format=torch.channels_last)
+
+
+def distribute(model: nn.Module, device: torch.device) -> nn.Module:
+    """In a run of several processes, the model wrapped in :class:`DistributedDataParallel`: after each
+    backward pass every process holds the mean of all processes' gradients (and before each forward pass
+    rank 0's BatchNorm statistics). In one process, the model itself."""
+    if distributed.world_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype | None,
-            stop=lambda: False) -> tuple | None:
-    """Predicted and true labels over a whole split; None if ``stop()`` turns true on the way."""
+            stop=lambda: False, k: int = 1) -> tuple | None:
+    """Predicted (the ``k`` most likely classes, if ``k > 1``) and true labels over a whole split; None
+    if ``stop()`` turns true on the way."""
     model.eval()
     predictions, targets = [], []
     for images, labels in batches:
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(images)
-        predictions.append(logits.argmax(1).cpu())
+        top = logits.argmax(1) if k == 1 else logits.topk(min(k, logits.shape[1])).indices
+        predictions.append(top.cpu())
         targets.append(labels.cpu())
         if stop():
             return None
     return torch.cat(predictions), torch.cat(targets)
+
+
+def evaluate(model: nn.Module, batches, device: torch.device, dtype: torch.dtype | None,
+             stop=lambda: False) -> dict | None:
+    """Top-1 and top-5 accuracy over the whole split, every process evaluating its share with the same
+    BatchNorm statistics (rank 0's); None on every process if ``stop()`` turned true on any."""
+    distributed.broadcast_buffers(model)
+    result = predict(model, batches, device, dtype, stop, k=5)
+    counts = torch.zeros(4, dtype=torch.float64)  # top-1 hits, top-5 hits, images, stopped
+    if result is None:
+        counts[3] = 1
+    else:
+        top, targets = result
+        hits = top[:, :5] == targets[:, None]
+        counts[:3] = torch.tensor([hits[:, 0].sum(), hits.any(1).sum(), len(targets)])
+    top1, top5, images, stopped = distributed.all_sum(counts.to(device)).tolist()
+    return None if stopped else {"test_acc": top1 / images, "test_top5": top5 / images}
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches, device: torch.device, dtype: torch.dtype | None,
+                          stop=lambda: False) -> bool:
+    """BatchNorm's running statistics recomputed as plain averages over one pass of training batches,
+    with the weights fixed (the official recipe's last step); in several processes, averaged over them.
+    ``stop()`` is asked every 10 batches, where all processes ask it together; False if it said True (a
+    resumed run starts the pass again)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average instead of an exponential one
+    model.train()
+    try:
+        for step, (images, _) in enumerate(batches, start=1):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                model(images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
+            if step % 10 == 0 and stop():
+                return False
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+    distributed.average_buffers(model)
+    return True
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -167,68 +273,84 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     """Train as ``config`` says and return the summary. ``callback(epoch, step)`` runs after each step."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    device = distributed.setup(resolve_device(config.device))  # under torchrun: this process's device
+    world = distributed.world_size()
     dtype = autocast_dtype(device, config.precision)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    if config.sync_bn and (device.type != "cuda" or world == 1):
+        raise TrainingError("--sync-bn needs several processes on GPUs (torchrun, --device cuda)")
 
-    # 1. Data.
-    train_split, test_split, classes = load_splits(config)
-    train_batches, test_batches = make_batches(config, train_split, test_split, device)
+    # 1. Data: this process's share of every batch.
+    train_batches, test_batches, classes, sizes = make_batches(config, device)
 
     # 2. Model, optimiser, schedule, loss; fp16 gradients underflow without a gradient scaler.
     torch.manual_seed(config.seed)
     model = build_model(config, len(classes), device)
     optimizer = torch.optim.SGD(parameter_groups(model, config.weight_decay), lr=config.peak_lr,
-                                momentum=config.momentum, nesterov=True)
+                                momentum=config.momentum, nesterov=config.nesterov)
     scheduler = make_scheduler(config, optimizer, config.epochs * len(train_batches))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    step_model = torch.compile(model) if config.compile else model
 
-    # 3. From scratch, or exactly where a checkpoint stopped.
+    # 3. From scratch, or exactly where a checkpoint stopped (every process reads rank 0's file).
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-    checkpoint = Checkpoint(out / "checkpoint.pt", config, device, dtype, parts)
+    checkpoint = Checkpoint(out / "checkpoint.pt", config, device, dtype, parts, world)
     run = checkpoint.restore() if resume else RunState()
     first_epoch = run.epoch
+    step_model = distribute(model, device)  # several processes: gradients averaged over all of them
+    step_model = torch.compile(step_model) if config.compile else step_model
 
-    # 4. Epochs: train on every batch, then evaluate on the test split. Ctrl-C stops between steps.
+    # 4. Epochs: train on every batch, then evaluate on the test split. Ctrl-C stops between steps; with
+    # several processes, at the next step where they all check (every 10 steps), so they stop together.
     with DeferredInterrupt() as interrupt:
         while run.epoch < config.epochs:
             started = time.perf_counter()
             model.train()
             train_batches.set_epoch(run.epoch, run.step)
+            stopped = False
             for images, labels in progress_bar(train_batches, run, config):
+                # Decoded on the CPU (folders), or already on the device (the fast path: no copy).
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 loss = train_step(step_model, images, labels, optimizer, scheduler, scaler, criterion,
                                   dtype)
-                run.add_step(loss, len(labels))
-                if run.step % 10 == 0 or run.step == len(train_batches):  # .item() waits for the GPU
+                loss = distributed.mean(loss)  # over all processes: the loss of the whole batch
+                run.add_step(loss, len(labels) * world)
+                synced = run.step % 10 == 0 or run.step == len(train_batches)
+                if synced:  # .item() waits for the GPU
                     check_finite(loss.item(), run, config)
                 if callback is not None:
                     callback(run.epoch, run.step)
-                if interrupt.requested:
+                if (synced or world == 1) and distributed.any_rank(interrupt.requested, device):
+                    stopped = True
                     break
-            result = None if interrupt.requested else \
-                predict(model, test_batches, device, dtype, stop=lambda: interrupt.requested)
+            stop = lambda: interrupt.requested  # noqa: E731
+            if config.bn_recalibrate and run.epoch == config.epochs - 1 and not stopped:
+                train_batches.set_epoch(config.epochs)  # one more epoch's images, no weight updates
+                together = lambda: distributed.any_rank(interrupt.requested, device)  # noqa: E731
+                stopped = not recalibrate_batchnorm(model, train_batches, device, dtype, together)
+            result = None if stopped else evaluate(model, test_batches, device, dtype, stop)
             run.epoch_seconds += time.perf_counter() - started
             if result is None:  # Ctrl-C: keep every finished step; a resumed run redoes the evaluation
                 checkpoint.save(run)
                 raise Interrupted(f"interrupted at epoch {run.epoch + 1}, step {run.step}: checkpoint "
                                   f"saved to {checkpoint.path}; rerun with --resume to continue")
-            predictions, targets = result
-            row = run.finish_epoch((predictions == targets).float().mean().item(), scheduler.get_last_lr()[0])
+            top5 = {"test_top5": result["test_top5"]} if config.recipe == "imagenet" else {}
+            row = run.finish_epoch(result["test_acc"], scheduler.get_last_lr()[0], **top5)
             checkpoint.save(run)
-            atomic_save("".join(json.dumps(r) + "\n" for r in run.history), out / "metrics.jsonl")
-            report_epoch(row, config, projected=run.epoch == first_epoch + 1)
+            if distributed.is_main():
+                atomic_save("".join(json.dumps(r) + "\n" for r in run.history), out / "metrics.jsonl")
+                report_epoch(row, config, projected=run.epoch == first_epoch + 1)
 
     # 5. The summary of the run.
-    return write_summary(config, run, device, dtype, model, len(train_split), len(test_split))
+    return write_summary(config, run, device, dtype, model, *sizes)
 
 
 def progress_bar(batches, run: RunState, config: TrainConfig):
     from tqdm import tqdm
 
-    return tqdm(batches, total=len(batches), initial=run.step, disable=not config.progress, leave=False,
+    return tqdm(batches, total=len(batches), initial=run.step, leave=False,
+                disable=not (config.progress and distributed.is_main()),
                 desc=f"epoch {run.epoch + 1}/{config.epochs}", mininterval=1.0)
 
 
@@ -261,7 +383,11 @@ def write_summary(config, run, device, dtype, model, train_images: int, test_ima
         "parameters": count_params(model),
         "torch": torch.__version__, **runtime.provenance(), "config": asdict(config),
     }
-    atomic_save(json.dumps(summary, indent=2) + "\n", Path(config.out) / "summary.json")
+    summary["world_size"] = distributed.world_size()
+    if "test_top5" in run.history[-1]:
+        summary["test_top5"] = run.history[-1]["test_top5"]
+    if distributed.is_main():
+        atomic_save(json.dumps(summary, indent=2) + "\n", Path(config.out) / "summary.json")
     return summary
 
 

@@ -3,8 +3,8 @@
 * the core (``conv``, ``shuffle``, ``unit``, ``model``, ``complexity``, ``reference``, ``_checks`` and the
   package's ``__init__``) imports only torch, the standard library and itself;
 * ``runtime`` imports nothing of the package;
-* training (``data``, ``bookkeeping``, ``train``, ``runs``) imports the core, ``runtime`` and the training
-  modules below it, in that order;
+* training (``data``, ``distributed``, ``bookkeeping``, ``train``, ``runs``) imports the core, ``runtime``
+  and the training modules below it, in that order;
 * benchmarks (``bench/``) import the core, ``data``, ``runtime`` and each other, never the trainer.
 
 Imports under ``if __name__ == "__main__":`` run only as a script, after the module has loaded, and are not
@@ -20,7 +20,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "shufflenet"
 CORE = {"shufflenet", "shufflenet._checks", "shufflenet.conv", "shufflenet.shuffle", "shufflenet.unit",
         "shufflenet.model", "shufflenet.complexity", "shufflenet.reference"}
-TRAINING = ["shufflenet.data", "shufflenet.bookkeeping", "shufflenet.train", "shufflenet.runs"]  # bottom up
+TRAINING = ["shufflenet.data", "shufflenet.distributed", "shufflenet.bookkeeping", "shufflenet.train",
+            "shufflenet.runs"]  # bottom up
 
 
 def module_name(path: Path) -> str:
