@@ -130,6 +130,7 @@ if [[ $steps == *" pipeline "* ]]; then
     # shellcheck disable=SC2086  # PIPELINE_ARGS: several options
     limited "$pipeline_seconds" "the pipeline benchmark" $python -m shufflenet.bench pipeline \
         --data "$data" --devices "$device" --scale "$scale" --batch "$batch" --num-workers 2 \
+        --data-steps 100 --train-steps 100 --repeats 2 \
         ${PIPELINE_ARGS:-} --out "$out" --name pipeline-gpu \
         || { echo "the pipeline benchmark failed"; status=1; }
 fi
