@@ -7,7 +7,9 @@
 #
 #   usage: scripts/shuffle_ablation.sh DATA_DIR [OUT]
 #   environment: PYTHON (python3), JOBS (8), SECONDS_BUDGET (240), EPOCHS (10), SEEDS (10), BATCH (256),
-#                DEVICE (cuda), THREADS (2 per run), EXTRA (more options for every run, e.g. "--limit 10000")
+#                DEVICE (cuda), THREADS (2 per run), EXTRA (more options for every run, e.g. "--limit 10000"),
+#                FIRST_SEED (0: seeds FIRST_SEED to FIRST_SEED + SEEDS - 1, to add seeds to a finished
+#                ablation), GROUP_COUNTS ("3 8")
 set -uo pipefail
 data=${1:?usage: scripts/shuffle_ablation.sh DATA_DIR [OUT]}
 out=${2:-ablation}
@@ -16,6 +18,8 @@ jobs=${JOBS:-8}
 budget=${SECONDS_BUDGET:-240}
 epochs=${EPOCHS:-10}
 seeds=${SEEDS:-10}
+first_seed=${FIRST_SEED:-0}
+group_counts=${GROUP_COUNTS:-3 8}
 batch=${BATCH:-256}
 export DEVICE=${DEVICE:-cuda} THREADS=${THREADS:-2} EXTRA=${EXTRA:-}
 cd "$(dirname "$0")/.."
@@ -33,13 +37,13 @@ one_run() {  # one run: NAME GROUPS MIXING SEED
 export -f one_run
 
 {   # shuffle against no mixing for every seed first; the random-permutation control after them
-    for seed in $(seq 0 $(( seeds - 1 ))); do
-        for groups in 3 8; do
+    for seed in $(seq "$first_seed" $(( first_seed + seeds - 1 ))); do
+        for groups in $group_counts; do
             for mixing in shuffle none; do echo "g$groups-$mixing-s$seed $groups $mixing $seed"; done
         done
     done
-    for seed in $(seq 0 $(( seeds - 1 ))); do
-        for groups in 3 8; do echo "g$groups-random-s$seed $groups random $seed"; done
+    for seed in $(seq "$first_seed" $(( first_seed + seeds - 1 ))); do
+        for groups in $group_counts; do echo "g$groups-random-s$seed $groups random $seed"; done
     done
 } | xargs -P "$jobs" -L 1 bash -c 'one_run "$@"' _
 echo "finished runs: $(ls -d "$out"/g*-s* 2>/dev/null | wc -l)"

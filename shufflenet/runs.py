@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from ._checks import positive_float_arg, positive_int_arg
+from ._checks import fraction_arg, positive_float_arg, positive_int_arg
 from .bookkeeping import CheckpointError, TrainingError, read_checkpoint
 from .data import DeviceLoader
 from .model import GROUPS, SCALES
@@ -45,6 +45,7 @@ from .train import (
     autocast_dtype,
     build_model,
     evaluate,
+    evaluated_weights,
     load_splits,
     make_batches,
     predict,
@@ -84,9 +85,10 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     device = resolve_device(config.device)
     _, test_split, classes = load_splits(config)
     model = build_model(config, len(classes), device)
-    model.load_state_dict(state["model"])
+    weights = evaluated_weights(state)
+    model.load_state_dict(weights)
     predictions, targets = predict(model, DeviceLoader(test_split, 1024, device, train=False), device,
-                                   autocast_dtype(device, config.precision))
+                                   autocast_dtype(device, config.precision), flip=config.test_flip)
     matrix = confusion_matrix(predictions, targets, len(classes))
     accuracy = round(matrix.diag().sum().item() / len(targets), 6)
     if abs(accuracy - summary["test_acc"]) > 1e-3:
@@ -95,7 +97,7 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("summary.json", "metrics.jsonl"):
         atomic_save((out / name).read_text(), dest / name)
-    atomic_save({k: v.contiguous() for k, v in state["model"].items()}, dest / "model.pt")
+    atomic_save({k: v.contiguous() for k, v in weights.items()}, dest / "model.pt")
     confusion = {"classes": classes, "matrix": matrix.tolist(), "test_images": len(targets),
                  "accuracy": accuracy}
     atomic_save(json.dumps(confusion, indent=1) + "\n", dest / "confusion.json")
@@ -111,8 +113,9 @@ def evaluate_run(config: TrainConfig) -> dict:
     device = distributed.setup(resolve_device(config.device))
     _, test_batches, classes, sizes = make_batches(config, device)
     model = build_model(config, len(classes), device)
-    model.load_state_dict(state["model"])
-    result = evaluate(model, test_batches, device, autocast_dtype(device, config.precision))
+    model.load_state_dict(evaluated_weights(state))
+    result = evaluate(model, test_batches, device, autocast_dtype(device, config.precision),
+                      flip=config.test_flip)
     return {**result, "test_images": sizes[1]}
 
 
@@ -146,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     p.add_argument("--schedule", choices=("onecycle", "cosine", "linear"), default=defaults.schedule)
+    p.add_argument("--warmup", type=fraction_arg, default=defaults.warmup,
+                   help="onecycle: the fraction of all steps spent warming up (default 0.25)")
+    p.add_argument("--ema", type=fraction_arg, default=defaults.ema, help="evaluate an exponential moving "
+                   "average of the weights with this decay per step, e.g. 0.999 (default 0: none)")
+    p.add_argument("--test-flip", action="store_true", help="evaluate each test image and its mirror "
+                   "image, by the mean of their logits")
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=defaults.nesterov)
     p.add_argument("--bn-recalibrate", action=argparse.BooleanOptionalAction,
                    default=defaults.bn_recalibrate, help="recompute BatchNorm's statistics over one pass "

@@ -7,6 +7,10 @@ The recipe, top to bottom in :func:`train`:
 * a one-cycle learning-rate schedule (Smith and Topin, 2019) or a cosine one, stepped every batch;
   the default peak learning rate follows the linear scaling rule (Goyal et al., 2017): 0.1 per 128 images;
 * label smoothing 0.1 (Szegedy et al., 2016);
+* optionally, candidates for a shorter or better run: a shorter warm-up (``--warmup``), an exponential
+  moving average of the weights, evaluated instead of the weights themselves (``--ema``; Polyak and
+  Juditsky, 1992), and test-time flips, the mean of the logits of each test image and its mirror image
+  (``--test-flip``);
 * mixed precision (Micikevicius et al., 2018): on a GPU, bf16 where the GPU computes it natively (compute
   capability 8.0 or newer: A100, H100, L4, RTX 30xx and later), else fp16 with a gradient scaler (T4,
   V100); on a CPU fp32 unless ``--precision bf16`` asks for bf16 autocast, which pays only on CPUs with
@@ -69,6 +73,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     schedule: str = "onecycle"       # or "cosine", or "linear" (from the peak down to zero)
+    warmup: float = 0.25             # onecycle: the fraction of all steps spent warming up
+    ema: float = 0.0                 # decay of an exponential moving average of the weights (0: none)
+    test_flip: bool = False          # evaluate on each test image and its mirror image (mean logits)
     bn_recalibrate: bool = False     # recompute BatchNorm's statistics before the last evaluation
     sync_bn: bool = False            # SyncBatchNorm: statistics over the global batch (CUDA, torchrun)
     limit: int | None = None         # at most this many images per split (smoke runs, CPU runs)
@@ -129,11 +136,12 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def make_scheduler(config: TrainConfig, optimizer, total_steps: int):
     """Learning rate as a multiple of the peak, stepped after every batch.
 
-    ``onecycle``: a linear warm-up from peak / 25 over the first quarter of the steps, then a cosine
-    down to zero (Smith and Topin, 2019). ``cosine``: a cosine from the peak down to zero. ``linear``:
-    a straight line from the peak down to zero (the official ImageNet schedule).
+    ``onecycle``: a linear warm-up from peak / 25 over the first ``config.warmup`` of the steps (a
+    quarter by default), then a cosine down to zero (Smith and Topin, 2019). ``cosine``: a cosine from
+    the peak down to zero. ``linear``: a straight line from the peak down to zero (the official ImageNet
+    schedule).
     """
-    warmup = max(1, round(0.25 * total_steps)) if config.schedule == "onecycle" else 0
+    warmup = max(1, round(config.warmup * total_steps)) if config.schedule == "onecycle" else 0
 
     def factor(step: int) -> float:
         if config.schedule == "linear":
@@ -192,6 +200,25 @@ def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> 
     return model.to(device, memory_format=torch.channels_last)
 
 
+def moving_average(model: nn.Module, decay: float):
+    """None for ``decay`` 0; else torch's :class:`~torch.optim.swa_utils.AveragedModel` of ``model``,
+    which after each step moves every weight and BatchNorm statistic of its copy a fraction
+    ``1 - decay`` of the way towards the model's."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def evaluated_weights(state: dict) -> dict:
+    """The weights a checkpoint's run evaluates: the moving average's where it kept one."""
+    if "ema" not in state:
+        return state["model"]
+    return {key.removeprefix("module."): value for key, value in state["ema"].items()
+            if key.startswith("module.")}
+
+
 def distribute(model: nn.Module, device: torch.device) -> nn.Module:
     """In a run of several processes, the model wrapped in :class:`DistributedDataParallel`: after each
     backward pass every process holds the mean of all processes' gradients (and before each forward pass
@@ -205,15 +232,19 @@ def distribute(model: nn.Module, device: torch.device) -> nn.Module:
 
 @torch.no_grad()
 def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype | None,
-            stop=lambda: False, k: int = 1) -> tuple | None:
+            stop=lambda: False, k: int = 1, flip: bool = False) -> tuple | None:
     """Predicted (the ``k`` most likely classes, if ``k > 1``) and true labels over a whole split; None
-    if ``stop()`` turns true on the way."""
+    if ``stop()`` turns true on the way. ``flip``: by the sum of the logits of each image and its mirror
+    image (test-time augmentation with the training's own horizontal flip)."""
     model.eval()
     predictions, targets = [], []
     for images, labels in batches:
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(images)
+            if flip:
+                mirrored = images.flip(3).contiguous(memory_format=torch.channels_last)
+                logits = logits.float() + model(mirrored).float()
         top = logits.argmax(1) if k == 1 else logits.topk(min(k, logits.shape[1])).indices
         predictions.append(top.cpu())
         targets.append(labels.cpu())
@@ -223,11 +254,12 @@ def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype 
 
 
 def evaluate(model: nn.Module, batches, device: torch.device, dtype: torch.dtype | None,
-             stop=lambda: False) -> dict | None:
-    """Top-1 and top-5 accuracy over the whole split, every process evaluating its share with the same
-    BatchNorm statistics (rank 0's); None on every process if ``stop()`` turned true on any."""
+             stop=lambda: False, flip: bool = False) -> dict | None:
+    """Top-1 and top-5 accuracy over the whole split (``flip``: see :func:`predict`), every process
+    evaluating its share with the same BatchNorm statistics (rank 0's); None on every process if
+    ``stop()`` turned true on any."""
     distributed.broadcast_buffers(model)
-    result = predict(model, batches, device, dtype, stop, k=5)
+    result = predict(model, batches, device, dtype, stop, k=5, flip=flip)
     counts = torch.zeros(4, dtype=torch.float64)  # top-1 hits, top-5 hits, images, stopped
     if result is None:
         counts[3] = 1
@@ -293,8 +325,14 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
+    # The weights that are evaluated and exported: the model's, or their moving average (``--ema``).
+    averaged = moving_average(model, config.ema)
+    final = model if averaged is None else averaged.module
+
     # 3. From scratch, or exactly where a checkpoint stopped (every process reads rank 0's file).
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    if averaged is not None:
+        parts["ema"] = averaged
     checkpoint = Checkpoint(out / "checkpoint.pt", config, device, dtype, parts, world)
     run = checkpoint.restore() if resume else RunState()
     first_epoch = run.epoch
@@ -314,6 +352,8 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 loss = train_step(step_model, images, labels, optimizer, scheduler, scaler, criterion,
                                   dtype)
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 loss = distributed.mean(loss)  # over all processes: the loss of the whole batch
                 run.add_step(loss, len(labels) * world)
                 synced = run.step % 10 == 0 or run.step == len(train_batches)
@@ -328,8 +368,9 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
             if config.bn_recalibrate and run.epoch == config.epochs - 1 and not stopped:
                 train_batches.set_epoch(config.epochs)  # one more epoch's images, no weight updates
                 together = lambda: distributed.any_rank(interrupt.requested, device)  # noqa: E731
-                stopped = not recalibrate_batchnorm(model, train_batches, device, dtype, together)
-            result = None if stopped else evaluate(model, test_batches, device, dtype, stop)
+                stopped = not recalibrate_batchnorm(final, train_batches, device, dtype, together)
+            result = None if stopped else evaluate(final, test_batches, device, dtype, stop,
+                                                   config.test_flip)
             run.epoch_seconds += time.perf_counter() - started
             if result is None:  # Ctrl-C: keep every finished step; a resumed run redoes the evaluation
                 checkpoint.save(run)

@@ -190,7 +190,7 @@ def assert_same_run(a, b):
     assert without_seconds(read_metrics(a)) == without_seconds(read_metrics(b))
     state_a = torch.load(a / "checkpoint.pt", weights_only=True)
     state_b = torch.load(b / "checkpoint.pt", weights_only=True)
-    for part in ("model", "optimizer"):
+    for part in ("model", "optimizer", "ema")[:3 if "ema" in state_a else 2]:
         flat_a, flat_b = (torch.nn.utils.parameters_to_vector(
             [v.float() for v in _tensors(s[part])]) for s in (state_a, state_b))
         assert torch.equal(flat_a, flat_b), part
@@ -257,6 +257,13 @@ def test_ctrl_c_during_evaluation_resumes_exactly(tmp_path, monkeypatch, tiny_co
         model.stage4.register_forward_hook(hook)
 
     straight, stopped = interrupted_then_resumed(tiny_config, tmp_path, monkeypatch, arm)
+    assert_same_run(straight, stopped)
+
+
+def test_ctrl_c_with_a_moving_average_and_test_flips_resumes_exactly(tmp_path, monkeypatch, tiny_config):
+    straight, stopped = interrupted_then_resumed(tiny_config, tmp_path, monkeypatch, press_during_forward(2),
+                                                 ema=0.9, test_flip=True)
+    assert "ema" in torch.load(stopped / "checkpoint.pt", weights_only=True)
     assert_same_run(straight, stopped)
 
 

@@ -47,6 +47,20 @@ def test_export_writes_the_results_folder_of_a_finished_run(tmp_path, capsys, cl
     assert len(predicted["labels"]) == summary["test_images"] and correct == matrix.diag().sum().item()
 
 
+def test_export_of_a_run_with_a_moving_average_and_test_flips(tmp_path, capsys, cli_args):
+    """The exported weights are the ones the run evaluated: the moving average, tested with flips; the
+    export's own evaluation agrees with the summary, or it would refuse."""
+    run, dest = tmp_path / "run", tmp_path / "results"
+    assert main(cli_args(run, "--ema", "0.9", "--test-flip", "--export", str(dest))) == 0
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    exported = torch.load(dest / "model.pt", weights_only=True)
+    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+    assert exported.keys() == averaged.keys() == state["model"].keys()
+    assert all(torch.equal(exported[k], averaged[k]) for k in exported)
+    confusion = json.loads((dest / "confusion.json").read_text())
+    assert confusion["accuracy"] == json.loads((dest / "summary.json").read_text())["test_acc"]
+
+
 def test_export_of_an_unfinished_run_is_a_clear_error(tmp_path, tiny_config):
     with pytest.raises(TrainingError, match="no finished run"):
         export_run(tiny_config(tmp_path), tmp_path / "results")
@@ -73,6 +87,9 @@ def test_existing_checkpoint_needs_resume(tmp_path, capsys, tiny_config):
     (["--data", "/no/such/folder"], "--data"),
     (["--groups", "5"], "--groups"),
     (["--precision", "half"], "--precision"),
+    (["--warmup", "1.5"], "--warmup"),
+    (["--ema", "1"], "--ema"),
+    (["--ema", "much"], "--ema"),
 ])
 def test_bad_arguments_are_argparse_errors(tmp_path, capsys, args, argument):
     with pytest.raises(SystemExit) as exit_info:

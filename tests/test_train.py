@@ -10,13 +10,16 @@ import torch
 
 from shufflenet import shufflenet_v1
 from shufflenet import train as train_module
+from shufflenet.data import DeviceLoader, synthetic_cifar
 from shufflenet.runs import main
 from shufflenet.train import (
     DivergedError,
     TrainConfig,
     autocast_dtype,
+    evaluated_weights,
     make_scheduler,
     parameter_groups,
+    predict,
     train,
 )
 from shufflenet.unit import ShuffleUnit
@@ -150,6 +153,47 @@ def test_onecycle_warms_up_from_a_25th_of_the_peak_over_a_quarter_then_falls_to_
     assert all(b < a for a, b in zip(rates[25:100], rates[26:101]))          # then only down
     assert rates[25 + 75 // 2] == pytest.approx(0.2, rel=0.03)               # a cosine: half way at half time
     assert rates[100] == pytest.approx(0, abs=1e-12)
+
+
+def test_a_shorter_warm_up_peaks_earlier():
+    rates = learning_rates(TrainConfig(schedule="onecycle", lr=0.4, warmup=0.1), 100)
+    assert rates[0] == pytest.approx(0.4 / 25) and rates.index(max(rates)) == 10
+    assert max(rates) == pytest.approx(0.4) and rates[100] == pytest.approx(0, abs=1e-12)
+
+
+def test_test_flips_sum_the_logits_of_each_image_and_its_mirror_image():
+    torch.manual_seed(0)
+    model = shufflenet_v1(3, 0.25, num_classes=10, small_input=True).eval()
+    _, test = synthetic_cifar(num_train=8, num_test=40)
+    batches = DeviceLoader(test, 16, "cpu", train=False)
+    predicted, labels = predict(model, batches, torch.device("cpu"), None, flip=True)
+    images = torch.cat([x for x, _ in batches])
+    with torch.no_grad():
+        plain, mirrored = model(images), model(images.flip(3))
+    assert torch.equal(predicted, (plain + mirrored).argmax(1)) and torch.equal(labels, test.labels)
+    assert not torch.equal(plain.argmax(1), mirrored.argmax(1))  # the flips do change some predictions
+
+
+def test_the_moving_average_follows_the_weights_step_by_step(tmp_path, monkeypatch, tiny_config):
+    """--ema 0.5: the average starts as a copy of the weights after the first step, then moves half way
+    towards them after every step; it is what the run evaluates and exports."""
+    built, after_each_step = [], []
+    real_build = train_module.build_model
+    monkeypatch.setattr(train_module, "build_model", lambda *a: built.append(real_build(*a)) or built[-1])
+    record = lambda epoch, step: after_each_step.append(  # noqa: E731
+        {k: v.detach().clone().float() for k, v in built[0].state_dict().items()})
+    summary = train(tiny_config(tmp_path, ema=0.5), callback=record)
+    expected = dict(after_each_step[0])
+    for weights in after_each_step[1:]:
+        expected = {k: 0.5 * expected[k] + 0.5 * weights[k] for k in expected}
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    averaged = evaluated_weights(state)
+    assert len(after_each_step) == 4 and int(state["ema"]["n_averaged"]) == 4
+    for key, value in averaged.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(averaged["classifier.weight"], state["model"]["classifier.weight"])
+    assert summary["config"]["ema"] == 0.5
 
 
 def test_cosine_starts_at_the_peak_without_warm_up():
