@@ -16,7 +16,8 @@ The paper's ImageNet recipe, on one machine with 8 GPUs (``--batch-size`` is the
     python -m shufflenet.train --recipe imagenet --data IMAGENET --out runs/imagenet_g3 --evaluate
 
 where ``IMAGENET`` holds ``train/<class>/*`` and ``val/<class>/*``; ``--evaluate`` prints the top-1 and
-top-5 accuracy of the run's checkpoint on ``val/`` (:func:`evaluate_run`).
+top-5 accuracy of the run's checkpoint on ``val/`` (:func:`evaluate_run`; it also evaluates the
+``model.pt`` of a results folder that ``--export`` wrote).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ._checks import fraction_arg, positive_float_arg, positive_int_arg
 from .bookkeeping import CheckpointError, TrainingError, read_checkpoint
 from .data import DeviceLoader
 from .model import GROUPS, SCALES
-from .runtime import atomic_save
+from .runtime import atomic_save, device_name, provenance
 from .train import (
     IMAGENET_RECIPE,
     PRECISIONS,
@@ -107,16 +108,29 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
 
 
 def evaluate_run(config: TrainConfig) -> dict:
-    """Top-1 and top-5 accuracy of the weights in ``OUT/checkpoint.pt`` on the run's test split (for the
-    ImageNet recipe, ``val/``); under ``torchrun`` every process evaluates its share."""
-    state = read_checkpoint(Path(config.out) / "checkpoint.pt")
+    """Top-1 and top-5 accuracy of the weights a run evaluates on its test split (for the ImageNet recipe,
+    ``val/``), in the run's precision, with test-time flips if ``config.test_flip``: the weights of
+    ``OUT/checkpoint.pt`` or, in a results folder that :func:`export_run` wrote, of ``OUT/model.pt``.
+    Under ``torchrun`` every process evaluates its share."""
+    out = Path(config.out)
+    if (out / "checkpoint.pt").is_file():
+        weights = evaluated_weights(read_checkpoint(out / "checkpoint.pt"))
+    elif (out / "model.pt").is_file():
+        try:
+            weights = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CheckpointError(f"cannot read {out / 'model.pt'}: {type(error).__name__}") from None
+    else:
+        raise TrainingError(f"{out} holds neither a checkpoint.pt nor an exported model.pt to evaluate")
     device = distributed.setup(resolve_device(config.device))
     _, test_batches, classes, sizes = make_batches(config, device)
     model = build_model(config, len(classes), device)
-    model.load_state_dict(evaluated_weights(state))
-    result = evaluate(model, test_batches, device, autocast_dtype(device, config.precision),
-                      flip=config.test_flip)
-    return {**result, "test_images": sizes[1]}
+    model.load_state_dict(weights)
+    dtype = autocast_dtype(device, config.precision)
+    result = evaluate(model, test_batches, device, dtype, flip=config.test_flip)
+    return {**result, "test_images": sizes[1], "test_flip": config.test_flip, "device": device_name(device),
+            "precision": str(dtype or torch.float32).removeprefix("torch."), "torch": torch.__version__,
+            **provenance()}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -173,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int_arg, default=None, help="torch.set_num_threads(N)")
     p.add_argument("--out", default=defaults.out, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--evaluate", action="store_true", help="only evaluate OUT/checkpoint.pt on the test "
-                   "split (val/ for ImageNet): top-1 and top-5 accuracy")
+    p.add_argument("--evaluate", action="store_true", help="only evaluate OUT/checkpoint.pt (or the "
+                   "model.pt of a results folder) on the test split (val/ for ImageNet): top-1 and top-5 "
+                   "accuracy; with --export DIR, also written to DIR/evaluation[-flip].json")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--export", metavar="DIR", default=None, help="at the end, write the results folder the "
                    "book commits (summary, metrics, final weights, confusion matrix) to DIR")
@@ -225,7 +240,11 @@ def finish(config: TrainConfig, args) -> int:
         result = evaluate_run(config)
         if distributed.is_main():
             print(f"top-1 {result['test_acc']:.4f}  top-5 {result['test_top5']:.4f}  on "
-                  f"{result['test_images']} images")
+                  f"{result['test_images']} images{' with test-time flips' if config.test_flip else ''}")
+            if args.export:  # a record for the book: evaluation.json, or evaluation-flip.json
+                name = "evaluation-flip.json" if config.test_flip else "evaluation.json"
+                Path(args.export).mkdir(parents=True, exist_ok=True)
+                atomic_save(json.dumps(result, indent=1) + "\n", Path(args.export) / name)
         return 0
     summary = train(config, resume=args.resume)
     if not distributed.is_main():

@@ -61,6 +61,24 @@ def test_export_of_a_run_with_a_moving_average_and_test_flips(tmp_path, capsys, 
     assert confusion["accuracy"] == json.loads((dest / "summary.json").read_text())["test_acc"]
 
 
+def test_evaluate_a_results_folder_with_and_without_test_flips(tmp_path, capsys, cli_args):
+    run, dest = tmp_path / "run", tmp_path / "results"
+    assert main(cli_args(run, "--export", str(dest))) == 0
+    summary = json.loads((dest / "summary.json").read_text())
+    capsys.readouterr()
+    for flip in ([], ["--test-flip"]):
+        assert main(cli_args(dest, "--evaluate", "--export", str(tmp_path / "record"), *flip)) == 0
+    printed = capsys.readouterr().out.splitlines()
+    plain = json.loads((tmp_path / "record" / "evaluation.json").read_text())
+    flipped = json.loads((tmp_path / "record" / "evaluation-flip.json").read_text())
+    assert plain["test_acc"] == summary["test_acc"] and not plain["test_flip"] and flipped["test_flip"]
+    assert printed[0] == f"top-1 {plain['test_acc']:.4f}  top-5 {plain['test_top5']:.4f}  on 64 images"
+    assert printed[1].endswith("on 64 images with test-time flips")
+    assert {"commit", "package_version", "torch", "device", "precision"} <= set(plain)
+    assert main(cli_args(tmp_path / "empty", "--evaluate")) == 1
+    assert "neither a checkpoint.pt nor an exported model.pt" in capsys.readouterr().err
+
+
 def test_export_of_an_unfinished_run_is_a_clear_error(tmp_path, tiny_config):
     with pytest.raises(TrainingError, match="no finished run"):
         export_run(tiny_config(tmp_path), tmp_path / "results")
