@@ -29,10 +29,13 @@ export STOP_AT=$(( $(date +%s) + budget ))
 
 one_run() {  # one run: NAME GROUPS MIXING SEED
     [ "$(date +%s)" -lt "$STOP_AT" ] || exit 0
+    [ -f "$OUT/$1/summary.json" ] && exit 0  # exported by an earlier call: a rerun adds only what is missing
+    resume=$([ -f "$OUT/runs/$1/checkpoint.pt" ] && echo --resume)  # one an earlier call stopped goes on
     timeout -s INT -k 20 $(( STOP_AT - $(date +%s) + ${GRACE:-30} )) $PYTHON -m shufflenet.train --data "$DATA" \
         --groups "$2" --scale 0.25 --mixing "$3" --seed "$4" --epochs "$EPOCHS" --batch-size "$BATCH" \
-        --threads "$THREADS" --device "$DEVICE" $EXTRA --no-progress --out "$OUT/runs/$1" --export "$OUT/$1" > "$OUT/runs/$1.log" 2>&1 \
-        && rm -f "$OUT/$1/model.pt" && echo "done $1: $(tail -n 2 "$OUT/runs/$1.log" | head -n 1)"
+        --threads "$THREADS" --device "$DEVICE" $EXTRA $resume --no-progress --out "$OUT/runs/$1" --export "$OUT/$1" > "$OUT/runs/$1.log" 2>&1 \
+        && rm -f "$OUT/$1/model.pt" && echo "done $1: $(tail -n 2 "$OUT/runs/$1.log" | head -n 1)" \
+        || echo "FAILED $1: see $OUT/runs/$1.log"
 }
 export -f one_run
 
