@@ -122,6 +122,8 @@ def evaluate_run(config: TrainConfig) -> dict:
             raise CheckpointError(f"cannot read {out / 'model.pt'}: {type(error).__name__}") from None
     else:
         raise TrainingError(f"{out} holds neither a checkpoint.pt nor an exported model.pt to evaluate")
+    if config.threads:
+        torch.set_num_threads(config.threads)
     device = distributed.setup(resolve_device(config.device))
     _, test_batches, classes, sizes = make_batches(config, device)
     model = build_model(config, len(classes), device)

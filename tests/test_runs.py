@@ -67,7 +67,8 @@ def test_evaluate_a_results_folder_with_and_without_test_flips(tmp_path, capsys,
     summary = json.loads((dest / "summary.json").read_text())
     capsys.readouterr()
     for flip in ([], ["--test-flip"]):
-        assert main(cli_args(dest, "--evaluate", "--export", str(tmp_path / "record"), *flip)) == 0
+        assert main(cli_args(dest, "--evaluate", "--threads", "1", "--export", str(tmp_path / "record"),
+                             *flip)) == 0
     printed = capsys.readouterr().out.splitlines()
     plain = json.loads((tmp_path / "record" / "evaluation.json").read_text())
     flipped = json.loads((tmp_path / "record" / "evaluation-flip.json").read_text())
@@ -75,6 +76,7 @@ def test_evaluate_a_results_folder_with_and_without_test_flips(tmp_path, capsys,
     assert printed[0] == f"top-1 {plain['test_acc']:.4f}  top-5 {plain['test_top5']:.4f}  on 64 images"
     assert printed[1].endswith("on 64 images with test-time flips")
     assert {"commit", "package_version", "torch", "device", "precision"} <= set(plain)
+    assert plain["device"].endswith(", 1 thread(s)")
     assert main(cli_args(tmp_path / "empty", "--evaluate")) == 1
     assert "neither a checkpoint.pt nor an exported model.pt" in capsys.readouterr().err
 
