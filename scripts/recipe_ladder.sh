@@ -131,20 +131,28 @@ for path in sorted(out.glob("*/summary.json")):
     runs.setdefault(path.parent.name.rsplit("-s", 1)[0], []).append(json.loads(path.read_text()))
 def groups(options):  # "--a 1 --b" -> {"--a 1", "--b"}
     return set(" ".join(options).replace(" --", "\n--").splitlines()) if options else set()
-print("%-10s %5s %10s %13s %8s  change" % ("step", "seeds", "test acc %", "min-max %", "seconds"))
+print("%-14s %5s %10s %13s %8s  change" % ("step", "seeds", "test acc %", "min-max %", "seconds"))
+def row(name, done, change, key=None):
+    if not done:
+        print("%-14s %5d %10s %13s %8s  %s" % (name, 0, "-", "-", "-", change))
+        return
+    acc = [100 * (s["final_test_acc"][key] if key else s["test_acc"]) for s in done]
+    seconds = statistics.mean(s["seconds"] for s in done)
+    spread = f"{min(acc):.2f}-{max(acc):.2f}"
+    print(f"{name:14} {len(done):5d} {statistics.mean(acc):10.2f} {spread:>13} {seconds:8.1f}  {change}")
 before = set()
-for line in record["ladder"]:
+for index, line in enumerate(record["ladder"]):
     name, *options = line.split()
     change = " ".join(sorted(groups(options) - before)) or "-"
     before = groups(options)
     done = runs.get(name, [])
-    if not done:
-        print("%-10s %5d %10s %13s %8s  %s" % (name, 0, "-", "-", "-", change))
-        continue
-    acc = [100 * s["test_acc"] for s in done]
-    seconds = statistics.mean(s["seconds"] for s in done)
-    spread = f"{min(acc):.2f}-{max(acc):.2f}"
-    print(f"{name:10} {len(done):5d} {statistics.mean(acc):10.2f} {spread:>13} {seconds:8.1f}  {change}")
+    finals = done[0].get("final_test_acc", {}) if done else {}
+    if index == 0 and len(finals) == 4:  # the first step, scored four ways: one change a row
+        for key, label in (("weights", "as trained"), ("weights+flip", "--test-flip"),
+                           ("ema", "--ema (no flip)"), ("ema+flip", "--ema --test-flip")):
+            row(f"{name}:{key}", done, label, key)
+    else:
+        row(name, done, change)
 jobs = record["jobs"]
 if jobs > 1:
     print(f"JOBS={jobs}: runs shared the device, so their seconds are inflated")

@@ -383,8 +383,20 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
                 atomic_save("".join(json.dumps(r) + "\n" for r in run.history), out / "metrics.jsonl")
                 report_epoch(row, config, projected=run.epoch == first_epoch + 1)
 
-    # 5. The summary of the run.
-    return write_summary(config, run, device, dtype, model, *sizes)
+    # 5. The summary of the run, with the last weights evaluated every way the options offer.
+    finals = final_evaluations(model, averaged, test_batches, device, dtype)
+    return write_summary(config, run, device, dtype, model, *sizes, finals)
+
+
+def final_evaluations(model: nn.Module, averaged, batches, device: torch.device,
+                      dtype: torch.dtype | None) -> dict:
+    """The test accuracy of the last weights as trained and with test-time flips, and the same for their
+    moving average where the run keeps one: one run measures each of these changes against the weights
+    it trained (``"weights"``, ``"weights+flip"``, ``"ema"``, ``"ema+flip"``)."""
+    candidates = {"weights": model, **({"ema": averaged.module} if averaged is not None else {})}
+    return {name + ("+flip" if flip else ""):
+            evaluate(candidate, batches, device, dtype, flip=flip)["test_acc"]
+            for name, candidate in candidates.items() for flip in (False, True)}
 
 
 def progress_bar(batches, run: RunState, config: TrainConfig):
@@ -412,7 +424,8 @@ def report_epoch(row: dict, config: TrainConfig, projected: bool) -> None:
               f"{remaining} epochs at this pace", flush=True)
 
 
-def write_summary(config, run, device, dtype, model, train_images: int, test_images: int) -> dict:
+def write_summary(config, run, device, dtype, model, train_images: int, test_images: int,
+                  final_test_acc: dict) -> dict:
     data_name = config.data if config.data in ("cifar10", "synthetic") else Path(config.data).resolve().name
     summary = {
         "test_acc": run.history[-1]["test_acc"], "epochs": config.epochs, "seconds": round(run.elapsed, 3),
@@ -421,7 +434,7 @@ def write_summary(config, run, device, dtype, model, train_images: int, test_ima
         "test_limit": config.test_limit, "threads": torch.get_num_threads(), "train_images": train_images,
         "test_images": test_images, "peak_lr": config.peak_lr,
         "precision": str(dtype or torch.float32).removeprefix("torch."),
-        "parameters": count_params(model),
+        "parameters": count_params(model), "final_test_acc": final_test_acc,
         "torch": torch.__version__, **runtime.provenance(), "config": asdict(config),
     }
     summary["world_size"] = distributed.world_size()

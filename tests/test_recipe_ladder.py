@@ -21,9 +21,9 @@ from shufflenet.runs import build_parser
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "recipe_ladder.sh"
 LADDER = """\
-# a tiny ladder: the second step adds the test-time flip
-one   --epochs 3 --warmup 0.1               # the baseline
-two   --epochs 3 --warmup 0.1 --test-flip
+# a tiny ladder: the first step keeps a moving average (scored four ways), the second adds the flip
+one   --epochs 3 --warmup 0.1 --ema 0.9               # the baseline
+two   --epochs 3 --warmup 0.1 --ema 0.9 --test-flip
 """
 DRY_RUN = {"DEVICE": "cpu", "SEEDS": "2", "JOBS": "1",
            "EXTRA": "--scale 0.25 --limit 64 --batch-size 32 --epochs 1 --threads 1"}
@@ -71,16 +71,22 @@ def test_a_dry_run_exports_every_run_seed_major_and_a_rerun_skips_them(ladder):
         assert (out / run / "model.pt").is_file() == run.startswith("two")  # the last step's weights only
 
     record = json.loads((out / "ladder.json").read_text())
-    assert record["ladder"] == ["one --epochs 3 --warmup 0.1", "two --epochs 3 --warmup 0.1 --test-flip"]
+    assert record["ladder"] == ["one --epochs 3 --warmup 0.1 --ema 0.9",
+                                "two --epochs 3 --warmup 0.1 --ema 0.9 --test-flip"]
     assert (record["seeds"], record["jobs"], record["seconds_budget"], record["device"]) == (2, 1, 480, "cpu")
     assert record["extra"] == DRY_RUN["EXTRA"] and record["ladder_file"] == str(ladder / "ladder.txt")
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", record["commit"]) and record["started"].endswith("Z")
     assert "earlier" not in record
 
     rows = table(log)
-    assert list(rows) == ["one", "two"]
-    for step, (seeds, mean, spread, seconds, change) in rows.items():
-        accuracy = [100 * summaries[f"{step}-s{seed}"]["test_acc"] for seed in (0, 1)]
+    # The first step's runs scored four ways (the summary's final_test_acc), one change a row.
+    assert list(rows) == ["one:weights", "one:weights+flip", "one:ema", "one:ema+flip", "two"]
+    assert [rows[f"one:{key}"][4] for key in ("weights", "weights+flip", "ema", "ema+flip")] == \
+        ["as trained", "--test-flip", "--ema (no flip)", "--ema --test-flip"]
+    for label, (seeds, mean, spread, seconds, change) in rows.items():
+        step, _, key = label.partition(":")
+        accuracy = [100 * (summaries[f"{step}-s{seed}"]["final_test_acc"][key] if key else
+                           summaries[f"{step}-s{seed}"]["test_acc"]) for seed in (0, 1)]
         assert seeds == "2" and mean == f"{statistics.mean(accuracy):.2f}"
         assert spread == f"{min(accuracy):.2f}-{max(accuracy):.2f}"
         assert float(seconds) == pytest.approx(statistics.mean(
@@ -136,16 +142,18 @@ def ladder_steps(text):
 def test_the_committed_ladder_is_the_trainers_and_one_change_a_step():
     steps, alternatives = ladder_steps((ROOT / "scripts" / "recipe_ladder.txt").read_text())
     names = [name for name, _ in steps]
-    assert names == ["base", "flip", "warmup", "ema", "compile", "longer"]
+    assert names == ["base", "warmup", "compile", "longer"]
     parser = build_parser()
     parsed = {name: vars(parser.parse_args(options)) for name, options in steps + alternatives}
     for name, options in steps + alternatives:  # the script sets these for every run
         assert not {"--data", "--seed", "--device", "--out", "--export", "--resume"} & set(options), name
     base = parsed["base"]
     assert (base["epochs"], base["batch_size"], base["groups"], base["scale"]) == (40, 512, 3, 1.0)
+    # The committed recipe's training: the moving average and the flips only change what is evaluated.
+    assert base["ema"] and base["test_flip"] and base["warmup"] == 0.25 and not base["compile"]
     changes = [{key for key in parsed[name] if parsed[name][key] != parsed[before][key]}
                for before, name in zip(names, names[1:])]
-    assert changes == [{"test_flip"}, {"warmup"}, {"ema"}, {"compile"}, {"epochs"}]
+    assert changes == [{"warmup"}, {"compile"}, {"epochs"}]
     assert parsed["longer"]["epochs"] == 80
     # The alternative: the recipe as a T4 (Colab) runs it, float16 with a gradient scaler.
     assert [(name, parsed[name]["precision"]) for name, _ in alternatives] == [("colab", "fp16")]

@@ -196,6 +196,18 @@ def test_the_moving_average_follows_the_weights_step_by_step(tmp_path, monkeypat
     assert summary["config"]["ema"] == 0.5
 
 
+def test_the_summary_scores_the_last_weights_every_way_the_options_offer(tmp_path, tiny_config):
+    """One run measures flips and the moving average against the weights it trained: the summary's
+    final_test_acc, of which the run's own choice is its test_acc."""
+    plain = train(tiny_config(tmp_path / "plain", epochs=1))
+    assert set(plain["final_test_acc"]) == {"weights", "weights+flip"}
+    assert plain["final_test_acc"]["weights"] == plain["test_acc"]
+    both = train(tiny_config(tmp_path / "both", epochs=1, ema=0.9, test_flip=True))
+    finals = both["final_test_acc"]
+    assert set(finals) == {"weights", "weights+flip", "ema", "ema+flip"}
+    assert finals["ema+flip"] == both["test_acc"] and finals["weights"] == plain["test_acc"]
+
+
 def test_cosine_starts_at_the_peak_without_warm_up():
     config = TrainConfig(schedule="cosine", batch_size=256)                 # peak 0.1 * 256 / 128 = 0.2
     rates = learning_rates(config, 40)
