@@ -73,8 +73,8 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     state); ``confusion.json``, the confusion matrix of those weights over the run's whole test split,
     evaluated in the run's precision; and ``predictions.pt``, each test image's predicted and true label
     (uint8, in the split's order), for paired comparisons of two runs on the same images. The accuracy of
-    the weights must agree with the summary's to within 10 images in 10,000 (a GPU's convolution kernels
-    need not be bit-for-bit deterministic), or the data is not the run's.
+    the weights must agree with the summary's to within 10 images in 10,000 (a GPU's convolution kernels,
+    and a CPU's bfloat16 ones, need not be bit-for-bit deterministic), or the data is not the run's.
     """
     out, dest = Path(config.out), Path(dest)
     if config.recipe != "cifar10":
@@ -91,8 +91,9 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     predictions, targets = predict(model, DeviceLoader(test_split, 1024, device, train=False), device,
                                    autocast_dtype(device, config.precision), flip=config.test_flip)
     matrix = confusion_matrix(predictions, targets, len(classes))
-    accuracy = round(matrix.diag().sum().item() / len(targets), 6)
-    if abs(accuracy - summary["test_acc"]) > 1e-3:
+    correct, images = matrix.diag().sum().item(), len(targets)
+    accuracy = round(correct / images, 6)
+    if abs(correct - round(summary["test_acc"] * images)) > images // 1000:  # counted in whole images
         raise TrainingError(f"the final weights score {accuracy} on the test split, the summary says "
                             f"{summary['test_acc']}: is this the data the run was made with?")
     dest.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,24 @@ def test_evaluate_a_results_folder_with_and_without_test_flips(tmp_path, capsys,
     assert "neither a checkpoint.pt nor an exported model.pt" in capsys.readouterr().err
 
 
+def test_export_checks_the_weights_score_what_the_summary_says_to_a_thousandth(tmp_path, tiny_config):
+    """Within one image in 1,000 (kernels that are not bit-for-bit deterministic) the export goes on;
+    beyond it, it is a clear error. Counted in whole images: 10 in 10,000 is within, as documented."""
+    config = tiny_config(tmp_path / "run", limit=1000, batch_size=500, epochs=1)
+    train(config)
+    summary_path = tmp_path / "run" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    correct = round(summary["test_acc"] * 1000)
+    for off_by in (1, -1, 2):
+        summary["test_acc"] = round((correct + off_by) / 1000, 6)
+        summary_path.write_text(json.dumps(summary))
+        if abs(off_by) <= 1:
+            export_run(config, tmp_path / f"out{off_by}")
+        else:
+            with pytest.raises(TrainingError, match="is this the data the run was made with"):
+                export_run(config, tmp_path / f"out{off_by}")
+
+
 def test_export_of_an_unfinished_run_is_a_clear_error(tmp_path, tiny_config):
     with pytest.raises(TrainingError, match="no finished run"):
         export_run(tiny_config(tmp_path), tmp_path / "results")
