@@ -245,7 +245,10 @@ def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype 
             if flip:
                 mirrored = images.flip(3).contiguous(memory_format=torch.channels_last)
                 logits = logits.float() + model(mirrored).float()
-        top = logits.argmax(1) if k == 1 else logits.topk(min(k, logits.shape[1])).indices
+        # One tie-break for every k: in bfloat16, logits tie often enough that argmax and topk,
+        # which break ties differently, would score the same weights a few images apart.
+        top = logits.topk(min(k, logits.shape[1])).indices
+        top = top[:, 0] if k == 1 else top
         predictions.append(top.cpu())
         targets.append(labels.cpu())
         if stop():

@@ -174,6 +174,21 @@ def test_test_flips_sum_the_logits_of_each_image_and_its_mirror_image():
     assert not torch.equal(plain.argmax(1), mirrored.argmax(1))  # the flips do change some predictions
 
 
+def test_predictions_break_ties_the_same_way_for_top_1_and_top_5():
+    """Tied logits (common in bfloat16): the top-1 prediction is the first of the top-5, so the summary's
+    accuracy (top-5 pass) and the exported predictions (top-1 pass) count the same images."""
+    class Tied(torch.nn.Module):
+        def forward(self, images):
+            tied = [-1.75, -3.5, -1.625, -2.875, 1.3359375, 1.3359375, -0.25, 0.3125, 0.0625, 1.125]
+            return torch.tensor(tied).repeat(len(images), 1)  # classes 4 and 5 tie
+
+    _, test = synthetic_cifar(num_train=8, num_test=40)
+    batches = DeviceLoader(test, 16, "cpu", train=False)
+    top1, _ = predict(Tied(), batches, torch.device("cpu"), None)
+    top5, _ = predict(Tied(), batches, torch.device("cpu"), None, k=5)
+    assert torch.equal(top1, top5[:, 0]) and set(top5[0, :2].tolist()) == {4, 5}
+
+
 def test_the_moving_average_follows_the_weights_step_by_step(tmp_path, monkeypatch, tiny_config):
     """--ema 0.5: the average starts as a copy of the weights after the first step, then moves half way
     towards them after every step; it is what the run evaluates and exports."""
