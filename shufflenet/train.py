@@ -387,19 +387,24 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
                 report_epoch(row, config, projected=run.epoch == first_epoch + 1)
 
     # 5. The summary of the run, with the last weights evaluated every way the options offer.
-    finals = final_evaluations(model, averaged, test_batches, device, dtype)
+    own_way = ("weights" if averaged is None else "ema") + ("+flip" if config.test_flip else "")
+    finals = final_evaluations(model, averaged, test_batches, device, dtype,
+                               {own_way: run.history[-1]["test_acc"]})
     return write_summary(config, run, device, dtype, model, *sizes, finals)
 
 
 def final_evaluations(model: nn.Module, averaged, batches, device: torch.device,
-                      dtype: torch.dtype | None) -> dict:
+                      dtype: torch.dtype | None, measured: dict) -> dict:
     """The test accuracy of the last weights as trained and with test-time flips, and the same for their
     moving average where the run keeps one: one run measures each of these changes against the weights
-    it trained (``"weights"``, ``"weights+flip"``, ``"ema"``, ``"ema+flip"``)."""
+    it trained (``"weights"``, ``"weights+flip"``, ``"ema"``, ``"ema+flip"``). ``measured``: the ways the
+    run already evaluated, kept as they are."""
     candidates = {"weights": model, **({"ema": averaged.module} if averaged is not None else {})}
-    return {name + ("+flip" if flip else ""):
-            evaluate(candidate, batches, device, dtype, flip=flip)["test_acc"]
+    ways = {name + ("+flip" if flip else ""): (candidate, flip)
             for name, candidate in candidates.items() for flip in (False, True)}
+    return {way: measured[way] if way in measured else
+            evaluate(candidate, batches, device, dtype, flip=flip)["test_acc"]
+            for way, (candidate, flip) in ways.items()}
 
 
 def progress_bar(batches, run: RunState, config: TrainConfig):
