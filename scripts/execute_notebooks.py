@@ -23,7 +23,8 @@ def execute(path: Path, timeout: int = 1200) -> None:
                                      resources={"metadata": {"path": str(path.parent)}})
     client.execute()
     for cell in notebook.cells:
-        cell.outputs = join_streams(cell.get("outputs", []))
+        if cell.cell_type == "code":
+            cell.outputs = join_streams(cell.outputs)
     nbformat.write(notebook, path)
 
 
