@@ -30,7 +30,8 @@ PRECISION_NAMES = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", 
 # Options that may change between a run and its resumption: where it writes, how it shows progress,
 # how the machine runs it. Every other option must be the same. The device type and the precision are
 # compared as resolved ("auto" may mean fp16 on one GPU and bf16 on another).
-FREE_ON_RESUME = ("out", "progress", "threads", "num_workers", "root", "compile", "device", "precision")
+FREE_ON_RESUME = ("out", "progress", "threads", "num_workers", "root", "compile", "compile_mode", "device",
+                  "precision")
 
 
 class TrainingError(Exception):

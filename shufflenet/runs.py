@@ -55,6 +55,8 @@ from .train import (
 )
 from .unit import MIXINGS
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``matrix[true, predicted]`` = number of test images."""
@@ -187,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                    help="autocast dtype (default auto: bf16 or fp16 on a GPU, fp32 on a CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default=defaults.compile_mode,
+                   help="with --compile: torch.compile's mode; reduce-overhead also records CUDA graphs, "
+                   "which replay a whole pass with one launch (on a GPU; default: default)")
     p.add_argument("--threads", type=positive_int_arg, default=None, help="torch.set_num_threads(N)")
     p.add_argument("--out", default=defaults.out, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -214,6 +219,8 @@ def main(argv=None) -> int:
         if not all((folder / split).is_dir() for split in splits):
             parser.error(f"argument --data: directory {args.data!r} needs {splits[0]}/<class>/* and "
                          f"{splits[1]}/<class>/*")
+    if args.compile_mode != "default" and not args.compile:
+        parser.error(f"argument --compile-mode: {args.compile_mode!r} needs --compile")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("argument --device: 'cuda' requested but CUDA is not available on this machine "
                      "(choose from 'auto', 'cpu')")

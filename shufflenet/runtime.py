@@ -1,6 +1,6 @@
 """What the training and benchmark wings share: the device to run on, its name, the precision and the
-training step of the recipe (so that a benchmark times the step that training runs), and safe file
-writes.
+training step of the recipe with the update of its moving average (so that a benchmark times the step
+that training runs), and safe file writes.
 
 The model core never imports this module; ``data``, ``train`` and ``bench`` do, and never each other's
 internals for these.
@@ -100,6 +100,30 @@ def train_step(model, images, labels, optimizer, scheduler, scaler, criterion, d
     scaler.update()
     scheduler.step()
     return loss
+
+
+@torch.no_grad()
+def update_average(averaged, model) -> None:
+    """What ``averaged.update_parameters(model)`` does for torch's
+    :class:`~torch.optim.swa_utils.AveragedModel`, without making the host wait for the GPU.
+
+    torch's method (2.14) copies its update count, which lives on the host, to the GPU on every call,
+    and a blocking copy waits for all the work queued on the GPU: after every training step the host
+    would stop issuing the next step's kernels until the GPU is idle. Here the count stays on the host,
+    and the average moves by the model's own ``multi_avg_fn`` (for ``--ema``, torch's
+    ``get_ema_multi_avg_fn``), applied to the same tensors in the same groups, so the result is the same.
+    """
+    pairs = list(zip([*averaged.module.parameters(), *averaged.module.buffers()],
+                     [*model.parameters(), *model.buffers()], strict=True))
+    if averaged.n_averaged == 0:  # the first call copies the model
+        for mine, theirs in pairs:
+            mine.copy_(theirs)
+    else:  # floating-point tensors are averaged in one group, the rest (BatchNorm's counts) in another
+        for floating in (True, False):
+            group = [(mine, theirs) for mine, theirs in pairs if mine.is_floating_point() == floating]
+            if group:
+                averaged.multi_avg_fn([m for m, _ in group], [t for _, t in group], averaged.n_averaged)
+    averaged.n_averaged += 1
 
 
 def provenance() -> dict:

@@ -14,7 +14,8 @@ The recipe, top to bottom in :func:`train`:
 * mixed precision (Micikevicius et al., 2018): on a GPU, bf16 where the GPU computes it natively (compute
   capability 8.0 or newer: A100, H100, L4, RTX 30xx and later), else fp16 with a gradient scaler (T4,
   V100); on a CPU fp32 unless ``--precision bf16`` asks for bf16 autocast, which pays only on CPUs with
-  native bf16 (AVX512-BF16 or AMX); ``channels_last`` memory layout; optionally ``torch.compile``;
+  native bf16 (AVX512-BF16 or AMX); ``channels_last`` memory layout; optionally ``torch.compile``, in
+  its ``reduce-overhead`` mode with CUDA graphs, which replay a whole pass with one launch;
 * evaluation on the test split after every epoch.
 
 ``--recipe imagenet`` is the paper's ImageNet recipe instead (:data:`IMAGENET_RECIPE`, from the paper and
@@ -53,6 +54,7 @@ from .runtime import (  # PRECISIONS and native_bf16: the trainer's --precision,
     device_name,
     native_bf16,  # noqa: F401
     train_step,
+    update_average,
 )
 
 
@@ -86,6 +88,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"          # "auto", "fp32", "bf16", "fp16": see autocast_dtype
     compile: bool = False
+    compile_mode: str = "default"    # torch.compile's mode; "reduce-overhead" also records CUDA graphs
     threads: int | None = None       # torch.set_num_threads, for polite CPU runs
     out: str = "runs/shufflenet"
     progress: bool = True
@@ -202,8 +205,9 @@ def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> 
 
 def moving_average(model: nn.Module, decay: float):
     """None for ``decay`` 0; else torch's :class:`~torch.optim.swa_utils.AveragedModel` of ``model``,
-    which after each step moves every weight and BatchNorm statistic of its copy a fraction
-    ``1 - decay`` of the way towards the model's."""
+    which after each step (:func:`~shufflenet.runtime.update_average`) moves every weight and BatchNorm
+    statistic of its copy a fraction ``1 - decay`` of the way towards the model's. Its count of updates
+    stays on the host, where reading it costs no wait for the GPU."""
     if not decay:
         return None
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -340,7 +344,7 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     run = checkpoint.restore() if resume else RunState()
     first_epoch = run.epoch
     step_model = distribute(model, device)  # several processes: gradients averaged over all of them
-    step_model = torch.compile(step_model) if config.compile else step_model
+    step_model = torch.compile(step_model, mode=config.compile_mode) if config.compile else step_model
 
     # 4. Epochs: train on every batch, then evaluate on the test split. Ctrl-C stops between steps; with
     # several processes, at the next step where they all check (every 10 steps), so they stop together.
@@ -356,7 +360,7 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
                 loss = train_step(step_model, images, labels, optimizer, scheduler, scaler, criterion,
                                   dtype)
                 if averaged is not None:
-                    averaged.update_parameters(model)
+                    update_average(averaged, model)  # torch's update, minus a wait for the GPU
                 loss = distributed.mean(loss)  # over all processes: the loss of the whole batch
                 run.add_step(loss, len(labels) * world)
                 synced = run.step % 10 == 0 or run.step == len(train_batches)

@@ -24,7 +24,14 @@ from shufflenet import WIDTHS, ShuffleNetV1, channel_shuffle, shufflenet_v1  # n
 from shufflenet import train as train_module  # noqa: E402
 from shufflenet.data import DeviceLoader, random_crop_flip, synthetic_cifar  # noqa: E402
 from shufflenet.runs import main  # noqa: E402
-from shufflenet.train import Interrupted, TrainConfig, autocast_dtype, train, train_step  # noqa: E402
+from shufflenet.train import (  # noqa: E402
+    Interrupted,
+    TrainConfig,
+    autocast_dtype,
+    train,
+    train_step,
+    update_average,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -159,18 +166,22 @@ def test_a_compiled_training_step_equals_the_eager_one(full_fp32):
 
 def test_a_training_step_never_waits_for_the_gpu():
     """No ``.item()``, no host copy, nothing that synchronises inside the step (bf16 or fp32, no scaler:
-    fp16's gradient scaler must read its inf check on the host, a documented synchronisation)."""
+    fp16's gradient scaler must read its inf check on the host, a documented synchronisation), nor in
+    the update of the moving average that follows it (``--ema``; torch's own update_parameters waits)."""
     dtype = torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else None
     model = shufflenet_v1(3, 0.25, num_classes=10, small_input=True).to(CUDA,
                                                                          memory_format=torch.channels_last)
     parts = _step_parts(model, dtype)
+    averaged = train_module.moving_average(model, 0.999)
     images, labels = _batch()
     train_step(model, images, labels, *parts, dtype)  # the first step allocates optimiser state
+    update_average(averaged, model)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
             train_step(model, images, labels, *parts, dtype)
+            update_average(averaged, model)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

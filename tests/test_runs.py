@@ -128,6 +128,8 @@ def test_existing_checkpoint_needs_resume(tmp_path, capsys, tiny_config):
     (["--warmup", "1.5"], "--warmup"),
     (["--ema", "1"], "--ema"),
     (["--ema", "much"], "--ema"),
+    (["--compile-mode", "reduce-overhead"], "--compile-mode"),  # without --compile
+    (["--compile", "--compile-mode", "fastest"], "--compile-mode"),
 ])
 def test_bad_arguments_are_argparse_errors(tmp_path, capsys, args, argument):
     with pytest.raises(SystemExit) as exit_info:
@@ -143,6 +145,16 @@ def test_cuda_without_cuda_is_an_argparse_error(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "argument --device" in err and "CUDA is not available" in err
+
+
+def test_compile_mode_reaches_torch_compile(tmp_path, monkeypatch, cli_args):
+    """--compile --compile-mode MODE compiles the training model in that mode (here recorded instead)."""
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    assert main(cli_args(tmp_path, "--compile", "--compile-mode", "reduce-overhead")) == 0
+    assert modes == ["reduce-overhead"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["compile"] and summary["config"]["compile_mode"] == "reduce-overhead"
 
 
 def test_confusion_matrix():

@@ -69,3 +69,27 @@ def test_provenance_names_the_package_version_and_the_checkout_commit(tmp_path):
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
         assert record["commit"] in (head, head + "-dirty")
+
+
+def test_update_average_is_torchs_update_parameters_without_the_wait():
+    """The same average, bit for bit, as AveragedModel.update_parameters over several steps (BatchNorm's
+    statistics and counts included), with the count of updates kept on the host."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from shufflenet import shufflenet_v1
+
+    torch.manual_seed(0)
+    model = shufflenet_v1(3, 0.25, num_classes=10, small_input=True).train()
+    ours, torchs = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+                    for _ in range(2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(4):
+        model(torch.randn(8, 3, 32, 32)).logsumexp(1).mean().backward()  # moves BatchNorm's statistics
+        optimizer.step()
+        runtime.update_average(ours, model)
+        torchs.update_parameters(model)
+    mine, reference = ours.state_dict(), torchs.state_dict()
+    assert mine.keys() == reference.keys() and int(mine["n_averaged"]) == 4
+    assert all(torch.equal(mine[key], reference[key]) for key in mine)
+    assert not torch.equal(mine["module.classifier.weight"], model.classifier.weight)  # an average
+    assert ours.n_averaged.device.type == "cpu"
