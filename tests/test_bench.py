@@ -17,7 +17,7 @@ from shufflenet import bench, count_macs, shufflenet_v1
 from shufflenet.bench import __main__ as cli
 from shufflenet.bench.timing import time_interleaved
 
-EXPERIMENTS = ("models", "shuffle", "g2", "profile", "pipeline")
+EXPERIMENTS = ("models", "shuffle", "g2", "profile", "pipeline", "step")
 
 
 # --- timing ---------------------------------------------------------------------------------------
@@ -155,6 +155,25 @@ def test_pipeline_times_the_recipes_step_in_its_precision_after_the_prefetched_b
     assert all(r["precision"] == "float16" and r["warmup"] == 5 for r in rows)  # 2 workers x 2 batches
 
 
+def test_step_rows_time_the_recipes_step_in_each_form():
+    rows = bench.run_step(scale=0.25, batch=4, forms=("eager", "channels_last"), device="cpu", steps=2,
+                          repeats=2, warmup=1)
+    assert [r["form"] for r in rows] == ["eager", "channels_last"]
+    for r in rows:
+        assert r["device"] == "cpu" and r["precision"] == "float32" and r["steps"] == 4
+        assert 0 < r["issue_ms"] <= r["step_ms"] and r["compile_s"] is None
+        # Nothing on a CPU runs asynchronously: handing a step over is finishing it.
+        assert r["issue_share"] > 0.9
+        assert r["images_per_s"] == pytest.approx(4 / r["step_ms"] * 1e3, rel=1e-3)
+
+
+def test_step_refuses_unknown_forms_and_cuda_graphs_without_a_gpu():
+    with pytest.raises(ValueError, match="unknown form 'tensorrt'; choose from eager"):
+        bench.run_step(forms=("tensorrt",), device="cpu")
+    with pytest.raises(ValueError, match="needs --device cuda"):
+        bench.run_step(forms=("compile_cudagraphs",), device="cpu")
+
+
 def test_export_matches_eager():
     torch.manual_seed(0)
     exported, diff = bench.export_and_check(shufflenet_v1(groups=3, scale=0.5), torch.randn(1, 3, 32, 32))
@@ -209,6 +228,8 @@ def test_the_command_line_passes_only_what_was_given():
     (["no-such-benchmark"], "invalid choice"),
     (["shuffle", "--clock", "cpu"], "use it with --threads 1"),
     (["pipeline", "--clock", "cpu"], "unrecognized arguments: --clock"),
+    (["step", "--forms", "compile_no_freezing"], "invalid choice"),  # a form of the models experiment
+    (["step", "--ema", "1"], "expected a number in [0, 1)"),
 ])
 def test_bad_arguments_fail_with_a_clear_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from .._checks import positive_float_arg, positive_int_arg
+from .._checks import fraction_arg, positive_float_arg, positive_int_arg
 from ..runtime import PRECISIONS
 from .forms import FORMS, LAYOUTS, MODELS
 from .g2 import run_g2
@@ -22,6 +22,7 @@ from .pipeline import run_pipeline
 from .profile import run_profile
 from .report import COLUMNS, format_table, load_caveat, machine_info, write_results
 from .shuffle import keep_freed_memory, run_shuffle
+from .step import STEP_FORMS, run_step
 from .timing import CLOCKS
 
 EXPERIMENTS = {
@@ -30,6 +31,8 @@ EXPERIMENTS = {
     "g2": (run_g2, "ShuffleNet V2's guideline G2: 1x1 group convolutions at equal multiply-adds"),
     "profile": (run_profile, "where the time of a forward pass goes, by kind of operator"),
     "pipeline": (run_pipeline, "images/s of the fast data path against the DataLoader (Chapter 5)"),
+    "step": (run_step, "the training recipe's step in each form: its time, and whether Python's "
+                       "issuing of kernels or the device is the limit"),
 }
 DEFAULT_EXPERIMENT = "models"
 # --quick: a few seconds' run, for smoke tests (on a GPU too); options given on the line still win.
@@ -41,6 +44,8 @@ QUICK = {
            "min_block_ms": 0.2},
     "profile": {"forms": ["eager"], "size": 64, "iterations": 2, "rounds": 1, "warmup": 1},
     "pipeline": {"batch": 16, "train_steps": 1, "data_steps": 2, "repeats": 1, "warmup": 1},
+    "step": {"scale": 0.5, "batch": 8, "forms": ["eager", "channels_last"], "steps": 2, "repeats": 2,
+             "warmup": 1},
 }
 HELP = {
     "models": "networks to measure", "model": "network to profile", "forms": "forms to run in",
@@ -58,13 +63,17 @@ HELP = {
     "data": "cifar10, synthetic or an ImageFolder directory (train/<class>/*)",
     "scale": "ShuffleNet scale", "train_steps": "timed training steps",
     "data_steps": "timed batches of the pipeline alone", "num_workers": "DataLoader worker processes",
+    "ema": "decay of the moving average of the weights updated after each step (0: none)",
+    "steps": "timed steps per round",
     "precision": "the training step's autocast precision, as the trainer's --precision (auto: bf16 "
                  "where native on a GPU, else fp16; fp32 on a CPU)",
 }
 CHOICES = {"models": list(MODELS), "model": list(MODELS), "compile_models": [*MODELS, "all"],
            "forms": list(FORMS), "layouts": list(LAYOUTS), "clock": list(CLOCKS),
            "devices": ["cpu", "cuda"], "device": ["auto", "cpu", "cuda"], "precision": list(PRECISIONS)}
+CHOICES_OF = {"step": {"forms": list(STEP_FORMS)}}  # where an experiment's choices differ from these
 ALIASES = {"devices": ["--device"], "device": ["--devices"]}
+TYPES = {"ema": fraction_arg}  # where a default's type is not the option's (0 turns the average off)
 
 
 def shape_chw(text: str) -> tuple:
@@ -83,18 +92,21 @@ def _show(value) -> str:
     return str(value)
 
 
-def _add_option(parser, name: str, default) -> None:
+def _add_option(parser, name: str, default, experiment: str = "") -> None:
     """An option for keyword ``name`` of an experiment; its type and arity follow the default's."""
     many = isinstance(default, (tuple, list))
     sample = default[0] if many else default
-    shown = "all" if name in CHOICES and list(default) == CHOICES[name] else _show(default)
+    choices = CHOICES_OF.get(experiment, {}).get(name, CHOICES.get(name))
+    shown = "all" if choices and list(default) == choices else _show(default)
     kwargs = {"default": None, "help": f"{HELP[name]} (default: {shown})"}
     if many:
         kwargs["nargs"] = "+"
-    if name in CHOICES:
-        kwargs["choices"] = CHOICES[name]
-        if len(CHOICES[name]) > 6:
-            kwargs.update(metavar="MODEL", help=kwargs["help"] + "; one of " + ", ".join(CHOICES[name]))
+    if choices:
+        kwargs["choices"] = choices
+        if len(choices) > 6:
+            kwargs.update(metavar="MODEL", help=kwargs["help"] + "; one of " + ", ".join(choices))
+    elif name in TYPES:
+        kwargs["type"] = TYPES[name]
     elif isinstance(sample, tuple):
         kwargs.update(type=shape_chw, metavar="CxHxW")
     elif isinstance(sample, int):
@@ -118,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (run, text) in EXPERIMENTS.items():
         child = sub.add_parser(name, help=text, description=text)
         for key, parameter in inspect.signature(run).parameters.items():
-            _add_option(child, key, parameter.default)
+            _add_option(child, key, parameter.default, name)
         child.add_argument("--threads", type=positive_int_arg, help="torch CPU threads for the run "
                            "(default: torch's own choice, usually one per core)")
         child.add_argument("--quick", action="store_true", help="a few seconds' run, for smoke tests")
