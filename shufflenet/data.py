@@ -11,8 +11,8 @@ Three sources, all returned as uint8 image tensors of shape (N, 3, 32, 32) with 
 Two pipelines turn them into normalised, augmented float batches:
 
 * :class:`DeviceLoader`, the fast path: the whole split lives on the training device as one uint8
-  tensor, and each batch is cropped, flipped and normalised there with a handful of tensor operations,
-  without any per-image Python;
+  tensor, and each batch is cropped, flipped and normalised there (and optionally cut out) with a
+  handful of tensor operations, without any per-image Python;
 * :func:`make_dataloader`, the reference: a :class:`torch.utils.data.DataLoader` that applies
   ``torchvision.transforms.v2`` to one image at a time, as most tutorials do.
 
@@ -180,6 +180,26 @@ def crop_flip_offsets(n: int, padding: int = PADDING, flip: bool = True,
     return dy, dx, flipped
 
 
+def cutout(images: torch.Tensor, size: int, centres: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Cutout (DeVries and Taylor, 2017): a ``size`` x ``size`` square of each normalised image set to 0,
+    the data set's mean colour, centred on that image's ``centres`` (rows, columns) and clipped at the
+    border, so a square near an edge erases less. One mask for the whole batch, no per-image Python."""
+    n, _, h, w = images.shape
+    device = images.device
+    top, left = centres[0] - size // 2, centres[1] - size // 2
+    rows = torch.arange(h, device=device)[None, :] - top[:, None]   # (N, H): offset into the square
+    cols = torch.arange(w, device=device)[None, :] - left[:, None]  # (N, W)
+    inside = ((rows >= 0) & (rows < size))[:, None, :, None] & ((cols >= 0) & (cols < size))[:, None, None, :]
+    return images.masked_fill(inside, 0)
+
+
+def cutout_centres(n: int, height: int, width: int, generator: torch.Generator | None = None,
+                   device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The random draws of :func:`cutout` for ``n`` images: each square's centre, anywhere in the image."""
+    return (torch.randint(0, height, (n,), device=device, generator=generator),
+            torch.randint(0, width, (n,), device=device, generator=generator))
+
+
 def normalize(images: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 -> float in [0, 1] -> (x - mean) / std per channel, as ToDtype(scale=True) + Normalize."""
@@ -197,8 +217,9 @@ def epoch_generator(seed: int, epoch: int, step: int | None = None, device="cpu"
 class DeviceLoader:
     """The fast path: batches cut from one uint8 tensor that lives on the training device.
 
-    Iterating gives ``(images, labels)`` with images already augmented (if ``augment``), normalised,
-    float32 and in ``channels_last`` layout. ``set_epoch(e)`` fixes the shuffling and augmentation of
+    Iterating gives ``(images, labels)`` with images already augmented (if ``train``: random crop and
+    flip, and with ``cutout`` > 0 a square of that size erased, :func:`cutout`), normalised, float32 and in
+    ``channels_last`` layout. ``set_epoch(e)`` fixes the shuffling and augmentation of
     epoch ``e`` (seeded by ``seed`` and ``e``), and ``start_step`` skips batches already trained on.
 
     In a run of ``world_size`` processes, ``batch_size`` is the global batch: every process draws the
@@ -207,7 +228,7 @@ class DeviceLoader:
     """
 
     def __init__(self, split: Split, batch_size: int, device, train: bool, seed: int = 0,
-                 channels_last: bool = True, rank: int = 0, world_size: int = 1):
+                 channels_last: bool = True, rank: int = 0, world_size: int = 1, cutout: int = 0):
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
@@ -215,6 +236,7 @@ class DeviceLoader:
         self.train = train  # shuffle, drop the last partial batch and augment; else plain, ordered batches
         self.seed = seed
         self.channels_last = channels_last
+        self.cutout = cutout
         # Made once: copying the constants to the GPU for every batch would wait for the GPU each time.
         self.mean = torch.tensor(CIFAR10_MEAN, device=self.device)
         self.std = torch.tensor(CIFAR10_STD, device=self.device)
@@ -250,6 +272,9 @@ class DeviceLoader:
                 offsets = crop_flip_offsets(len(index), generator=generator, device=self.device)
                 images = random_crop_flip(images, offsets=tuple(map(self.share, offsets)))
             images = normalize(images, self.mean, self.std)
+            if self.train and self.cutout:  # drawn after the crops: without cutout, those stay the same
+                centres = cutout_centres(len(index), *images.shape[2:], generator, self.device)
+                images = cutout(images, self.cutout, tuple(map(self.share, centres)))
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, self.labels[self.share(index)]

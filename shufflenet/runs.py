@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onecycle: the fraction of all steps spent warming up (default 0.25)")
     p.add_argument("--ema", type=fraction_arg, default=defaults.ema, help="evaluate an exponential moving "
                    "average of the weights with this decay per step, e.g. 0.999 (default 0: none)")
+    p.add_argument("--cutout", type=int, default=defaults.cutout, metavar="N", help="erase a random N x N "
+                   "square of each training image, centred anywhere in it (DeVries and Taylor, 2017; "
+                   "from 0, none, the default, to 32)")
     p.add_argument("--test-flip", action="store_true", help="evaluate each test image and its mirror "
                    "image, by the mean of their logits")
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=defaults.nesterov)
@@ -219,6 +222,9 @@ def main(argv=None) -> int:
         if not all((folder / split).is_dir() for split in splits):
             parser.error(f"argument --data: directory {args.data!r} needs {splits[0]}/<class>/* and "
                          f"{splits[1]}/<class>/*")
+    if not 0 <= args.cutout <= 32:
+        parser.error(f"argument --cutout: the square's side must be from 0 (none) to 32 pixels, got "
+                     f"{args.cutout}")
     if args.compile_mode != "default" and not args.compile:
         parser.error(f"argument --compile-mode: {args.compile_mode!r} needs --compile")
     if args.device == "cuda" and not torch.cuda.is_available():

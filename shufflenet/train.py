@@ -9,8 +9,9 @@ The recipe, top to bottom in :func:`train`:
 * label smoothing 0.1 (Szegedy et al., 2016);
 * optionally, candidates for a shorter or better run: a shorter warm-up (``--warmup``), an exponential
   moving average of the weights, evaluated instead of the weights themselves (``--ema``; Polyak and
-  Juditsky, 1992), and test-time flips, the mean of the logits of each test image and its mirror image
-  (``--test-flip``);
+  Juditsky, 1992), test-time flips, the mean of the logits of each test image and its mirror image
+  (``--test-flip``), and cutout, a random square of each training image erased (``--cutout``; DeVries
+  and Taylor, 2017);
 * mixed precision (Micikevicius et al., 2018): on a GPU, bf16 where the GPU computes it natively (compute
   capability 8.0 or newer: A100, H100, L4, RTX 30xx and later), else fp16 with a gradient scaler (T4,
   V100); on a CPU fp32 unless ``--precision bf16`` asks for bf16 autocast, which pays only on CPUs with
@@ -78,6 +79,7 @@ class TrainConfig:
     warmup: float = 0.25             # onecycle: the fraction of all steps spent warming up
     ema: float = 0.0                 # decay of an exponential moving average of the weights (0: none)
     test_flip: bool = False          # evaluate on each test image and its mirror image (mean logits)
+    cutout: int = 0                  # erase a random N x N square of each training image (0: none)
     bn_recalibrate: bool = False     # recompute BatchNorm's statistics before the last evaluation
     sync_bn: bool = False            # SyncBatchNorm: statistics over the global batch (CUDA, torchrun)
     limit: int | None = None         # at most this many images per split (smoke runs, CPU runs)
@@ -169,6 +171,8 @@ def make_batches(config: TrainConfig, device: torch.device) -> tuple:
     its share of each global batch of ``batch_size`` images."""
     rank, world = distributed.rank(), distributed.world_size()
     if config.recipe == "imagenet":  # decoded image by image in worker processes; train/ and val/
+        if config.cutout:
+            raise TrainingError("--cutout is for the 32x32 CIFAR recipe, not --recipe imagenet")
         folders = {"train": Path(config.data) / "train", "val": Path(config.data) / "val"}
         loaders = [FolderLoader(folders[split], config.batch_size, split == "train", config.seed,
                                 config.num_workers, rank, world, pin_memory=device.type == "cuda")
@@ -179,8 +183,10 @@ def make_batches(config: TrainConfig, device: torch.device) -> tuple:
         train_split, test_split, classes = load_splits(config)
         if config.pipeline == "fast":  # every image stays on the device as uint8; batches augmented there
             loaders = [DeviceLoader(train_split, config.batch_size, device, train=True, seed=config.seed,
-                                    rank=rank, world_size=world),
+                                    rank=rank, world_size=world, cutout=config.cutout),
                        DeviceLoader(test_split, 1024, device, train=False, rank=rank, world_size=world)]
+        elif config.cutout:
+            raise TrainingError("--cutout is part of the fast pipeline only; use --pipeline fast")
         elif world == 1:
             loaders = [ReferenceLoader(train_split, config.batch_size, config.num_workers, config.seed),
                        make_dataloader(test_split, 1024, train=False, num_workers=config.num_workers)]

@@ -11,6 +11,7 @@ from shufflenet.data import (
     PADDING,
     DeviceLoader,
     Split,
+    cutout,
     load_data,
     make_dataloader,
     normalize,
@@ -98,6 +99,31 @@ def test_device_loader_is_seeded_by_epoch():
     assert not torch.equal(first[0], other[0])
     assert len(tail) == 1 and torch.equal(tail[0], first[2])  # skipping batches replays the rest exactly
     assert first[0].shape == (32, 3, 32, 32) and first[0].dtype == torch.float32
+
+
+def test_cutout_erases_a_square_clipped_at_the_border():
+    images = torch.ones(3, 2, 8, 8)
+    out = cutout(images, 4, (torch.tensor([4, 0, 7]), torch.tensor([4, 0, 7])))
+    erased = (out == 0).sum(dim=(1, 2, 3)).tolist()
+    assert erased == [2 * 16, 2 * 4, 2 * 9]  # 4x4 inside; 2x2 and 3x3 where the border clips it
+    assert torch.equal(out[0, :, 2:6, 2:6], torch.zeros(2, 4, 4))  # rows and columns 2 to 5
+    assert out[0].sum() == 2 * (64 - 16) and torch.equal(images, torch.ones(3, 2, 8, 8))  # not in place
+
+
+def test_cutout_in_the_fast_path_leaves_the_crops_as_they_were():
+    """--cutout 8 only adds erased squares (value 0, the mean colour) to the batches of a run without it,
+    and a process's share of a global batch is the same slice with or without it."""
+    train, _, _ = load_data("synthetic", limit=96)
+    plain, cut = (DeviceLoader(train, 32, "cpu", train=True, seed=1, cutout=size) for size in (0, 8))
+    for (a, labels_a), (b, labels_b) in zip(plain, cut, strict=True):
+        changed = a != b
+        assert torch.equal(labels_a, labels_b) and (b[changed] == 0).all()
+        per_image = (b == 0).all(dim=1).sum(dim=(1, 2))  # erased positions of each image
+        assert per_image.max() <= 64 and (per_image >= 16).all()  # at least a clipped 4x4 corner
+    halves = [DeviceLoader(train, 32, "cpu", train=True, seed=1, cutout=8, rank=r, world_size=2)
+              for r in (0, 1)]
+    for whole, *shares in zip(cut, *halves, strict=True):
+        assert torch.equal(whole[0], torch.cat([x for x, _ in shares]))
 
 
 def test_subset_is_fixed_and_mixes_classes():

@@ -155,11 +155,12 @@ def test_the_committed_ladder_is_the_trainers_and_one_change_a_step():
                for before, name in zip(names, names[1:])]
     assert changes == [{"warmup"}, {"compile"}, {"epochs"}]
     assert parsed["longer"]["epochs"] == 80
-    # The alternatives: CUDA graphs, one change after compile; the recipe as a T4 (Colab) runs it, float16
-    # with a gradient scaler.
-    assert [name for name, _ in alternatives] == ["graphs", "colab"]
-    graphs = parsed["graphs"]
-    assert {key for key in graphs if graphs[key] != parsed["compile"][key]} == {"compile_mode"}
-    assert graphs["compile_mode"] == "reduce-overhead"
+    # The alternatives: CUDA graphs, one change after compile; cutout, one change after longer; the recipe
+    # as a T4 (Colab) runs it, float16 with a gradient scaler.
+    assert [name for name, _ in alternatives] == ["graphs", "cutout", "colab"]
+    for name, before, key, value in (("graphs", "compile", "compile_mode", "reduce-overhead"),
+                                     ("cutout", "longer", "cutout", 16)):
+        assert {k for k in parsed[name] if parsed[name][k] != parsed[before][k]} == {key}
+        assert parsed[name][key] == value
     assert {key for key in base if parsed["colab"][key] != base[key]} == {"precision"}
     assert parsed["colab"]["precision"] == "fp16"

@@ -128,6 +128,8 @@ def test_existing_checkpoint_needs_resume(tmp_path, capsys, tiny_config):
     (["--warmup", "1.5"], "--warmup"),
     (["--ema", "1"], "--ema"),
     (["--ema", "much"], "--ema"),
+    (["--cutout", "33"], "--cutout"),
+    (["--cutout", "-1"], "--cutout"),
     (["--compile-mode", "reduce-overhead"], "--compile-mode"),  # without --compile
     (["--compile", "--compile-mode", "fastest"], "--compile-mode"),
 ])

@@ -49,6 +49,15 @@ def test_dataloader_pipeline_and_image_folder(tmp_path, tiny_config, image_folde
     assert summary["data"] == "tiny" and summary["train_images"] == 16 and summary["test_images"] == 8
 
 
+def test_cutout_trains_on_the_fast_path_and_is_refused_elsewhere(tmp_path, tiny_config, image_folder):
+    summary = train(tiny_config(tmp_path / "fast", epochs=1, cutout=8))
+    assert summary["config"]["cutout"] == 8 and 0 <= summary["test_acc"] <= 1
+    root, _ = image_folder("tiny", per_class=(8, 4))
+    with pytest.raises(train_module.TrainingError, match="--cutout is part of the fast pipeline only"):
+        train(tiny_config(tmp_path / "slow", data=str(root), limit=None, batch_size=4, epochs=1,
+                          pipeline="dataloader", num_workers=0, cutout=8))
+
+
 def test_the_first_epoch_projects_the_time_of_the_rest(tmp_path, capsys, tiny_config):
     train(tiny_config(tmp_path, epochs=3))
     lines = capsys.readouterr().out.splitlines()
