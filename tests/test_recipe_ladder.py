@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from shufflenet.runs import build_parser
+from shufflenet.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "recipe_ladder.sh"
@@ -142,7 +143,7 @@ def ladder_steps(text):
 def test_the_committed_ladder_is_the_trainers_and_one_change_a_step():
     steps, alternatives = ladder_steps((ROOT / "scripts" / "recipe_ladder.txt").read_text())
     names = [name for name, _ in steps]
-    assert names == ["base", "warmup", "compile", "longer"]
+    assert names == ["base", "lr", "warmup", "compile", "longer"]
     parser = build_parser()
     parsed = {name: vars(parser.parse_args(options)) for name, options in steps + alternatives}
     for name, options in steps + alternatives:  # the script sets these for every run
@@ -153,7 +154,8 @@ def test_the_committed_ladder_is_the_trainers_and_one_change_a_step():
     assert base["ema"] and base["test_flip"] and base["warmup"] == 0.25 and not base["compile"]
     changes = [{key for key in parsed[name] if parsed[name][key] != parsed[before][key]}
                for before, name in zip(names, names[1:])]
-    assert changes == [{"warmup"}, {"compile"}, {"epochs"}]
+    assert changes == [{"lr"}, {"warmup"}, {"compile"}, {"epochs"}]
+    assert parsed["lr"]["lr"] == 2 * TrainConfig(batch_size=512).peak_lr  # twice the rule's rate
     assert parsed["longer"]["epochs"] == 80
     # The alternatives: CUDA graphs, one change after compile; cutout, one change after longer; the recipe
     # as a T4 (Colab) runs it, float16 with a gradient scaler.
