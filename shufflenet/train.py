@@ -321,6 +321,7 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     device = distributed.setup(resolve_device(config.device))  # under torchrun: this process's device
     world = distributed.world_size()
     dtype = autocast_dtype(device, config.precision)
+    made_by = runtime.provenance()  # the code this session runs, before anyone edits the checkout
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     if config.sync_bn and (device.type != "cuda" or world == 1):
@@ -400,7 +401,7 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     own_way = ("weights" if averaged is None else "ema") + ("+flip" if config.test_flip else "")
     finals = final_evaluations(model, averaged, test_batches, device, dtype,
                                {own_way: run.history[-1]["test_acc"]})
-    return write_summary(config, run, device, dtype, model, *sizes, finals)
+    return write_summary(config, run, device, dtype, model, *sizes, finals, made_by)
 
 
 def final_evaluations(model: nn.Module, averaged, batches, device: torch.device,
@@ -443,7 +444,7 @@ def report_epoch(row: dict, config: TrainConfig, projected: bool) -> None:
 
 
 def write_summary(config, run, device, dtype, model, train_images: int, test_images: int,
-                  final_test_acc: dict) -> dict:
+                  final_test_acc: dict, made_by: dict) -> dict:
     data_name = config.data if config.data in ("cifar10", "synthetic") else Path(config.data).resolve().name
     summary = {
         "test_acc": run.history[-1]["test_acc"], "epochs": config.epochs, "seconds": round(run.elapsed, 3),
@@ -453,7 +454,7 @@ def write_summary(config, run, device, dtype, model, train_images: int, test_ima
         "test_images": test_images, "peak_lr": config.peak_lr,
         "precision": str(dtype or torch.float32).removeprefix("torch."),
         "parameters": count_params(model), "final_test_acc": final_test_acc,
-        "torch": torch.__version__, **runtime.provenance(), "config": asdict(config),
+        "torch": torch.__version__, **made_by, "config": asdict(config),
     }
     summary["world_size"] = distributed.world_size()
     if "test_top5" in run.history[-1]:

@@ -42,6 +42,16 @@ def test_run_writes_metrics_checkpoint_and_summary(tmp_path, tiny_config):
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files behind
 
 
+def test_the_summary_names_the_code_the_run_started_with(tmp_path, monkeypatch, tiny_config):
+    """A checkout edited (or committed to) while a run trains does not relabel the run: the summary's
+    commit is the one read when training started, not when it ended."""
+    checkout = {"commit": "started"}
+    monkeypatch.setattr(train_module.runtime, "provenance", lambda: dict(checkout))
+    edit = lambda epoch, step: checkout.update(commit="edited during the run")  # noqa: E731
+    summary = train(tiny_config(tmp_path, epochs=1), callback=edit)
+    assert summary["commit"] == "started"
+
+
 def test_dataloader_pipeline_and_image_folder(tmp_path, tiny_config, image_folder):
     root, _ = image_folder("tiny", per_class=(8, 4))
     summary = train(tiny_config(tmp_path / "run", data=str(root), limit=None, batch_size=4, epochs=1,
