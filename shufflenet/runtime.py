@@ -102,6 +102,18 @@ def train_step(model, images, labels, optimizer, scheduler, scaler, criterion, d
     return loss
 
 
+def moving_average(model, decay: float):
+    """None for ``decay`` 0; else torch's :class:`~torch.optim.swa_utils.AveragedModel` of ``model``,
+    which after each step (:func:`update_average`) moves every weight and BatchNorm
+    statistic of its copy a fraction ``1 - decay`` of the way towards the model's. Its count of updates
+    stays on the host, where reading it costs no wait for the GPU."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 @torch.no_grad()
 def update_average(averaged, model) -> None:
     """What ``averaged.update_parameters(model)`` does for torch's

@@ -53,6 +53,7 @@ from .runtime import (  # PRECISIONS and native_bf16: the trainer's --precision,
     atomic_save,
     autocast_dtype,
     device_name,
+    moving_average,
     native_bf16,  # noqa: F401
     train_step,
     update_average,
@@ -207,18 +208,6 @@ def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> 
     if config.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model.to(device, memory_format=torch.channels_last)
-
-
-def moving_average(model: nn.Module, decay: float):
-    """None for ``decay`` 0; else torch's :class:`~torch.optim.swa_utils.AveragedModel` of ``model``,
-    which after each step (:func:`~shufflenet.runtime.update_average`) moves every weight and BatchNorm
-    statistic of its copy a fraction ``1 - decay`` of the way towards the model's. Its count of updates
-    stays on the host, where reading it costs no wait for the GPU."""
-    if not decay:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def evaluated_weights(state: dict) -> dict:

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..data import DeviceLoader, load_data, make_dataloader
 from ..model import shufflenet_v1
-from ..runtime import autocast_dtype, resolve_device, train_step
+from ..runtime import autocast_dtype, resolve_device
+from .step import recipe_step
 from .timing import synchronizer
 
 
@@ -66,15 +66,11 @@ def run_pipeline(data: str = "synthetic", groups: int = 3, scale: float = 0.25, 
     train, _, _ = load_data(data, limit=batch * (max(train_steps, data_steps) + warmup))
     model = shufflenet_v1(groups, scale, num_classes=10, small_input=True, zero_init_residual=True)
     model = model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # the schedule costs ~0
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    recipe = recipe_step(model, dtype, weight_decay=0.0)
 
     def step(images, labels):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        train_step(model, images, labels.to(device, non_blocking=True), optimizer, constant, scaler,
-                   criterion, dtype)
+        recipe(images, labels.to(device, non_blocking=True))
 
     def to_device(images, labels):  # the DataLoader's batches still have to reach the device
         images.to(device, non_blocking=True), labels.to(device, non_blocking=True)

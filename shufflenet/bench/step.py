@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..model import shufflenet_v1
-from ..runtime import autocast_dtype, resolve_device, train_step, update_average
+from ..runtime import autocast_dtype, moving_average, resolve_device, train_step, update_average
 from .timing import synchronizer
 
 # eager: the model as built (NCHW); channels_last: the trainer's layout; compile: torch.compile of the
@@ -30,6 +30,28 @@ STEP_FORMS = {
     "compile": (torch.channels_last, "default"),
     "compile_cudagraphs": (torch.channels_last, "reduce-overhead"),
 }
+
+
+def recipe_step(model: nn.Module, dtype, ema: float = 0.0, weight_decay: float = 5e-4, compiled=None):
+    """``step(images, labels)``: one training step of the recipe for ``model`` (on its device), as the
+    trainer takes it. :func:`shufflenet.runtime.train_step` (autocast in ``dtype``, label smoothing 0.1,
+    the gradient scaler where fp16 needs it, SGD with Nesterov momentum) run through ``compiled`` (a
+    compiled ``model``) if given, then, if ``ema``, the update of a moving average of the weights. The
+    learning rate stays constant: a schedule's step costs next to nothing."""
+    device_type = next(model.parameters()).device.type
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                                weight_decay=weight_decay)
+    constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    averaged = moving_average(model, ema)
+
+    def step(images, labels):
+        train_step(compiled or model, images, labels, optimizer, constant, scaler, criterion, dtype)
+        if averaged is not None:
+            update_average(averaged, model)
+
+    return step
 
 
 def _time_steps(step, steps: int, sync) -> tuple:
@@ -52,16 +74,12 @@ def run_step(groups: int = 3, scale: float = 1.0, batch: int = 512,
              warmup: int = 10, seed: int = 0) -> list:
     """One row per form: the median time of the recipe's training step on one batch of 32x32 images.
 
-    The step is :func:`shufflenet.runtime.train_step` (autocast in ``precision``, label smoothing 0.1,
-    the gradient scaler where fp16 needs it, SGD with Nesterov momentum and weight decay) followed, if
-    ``ema``, by the update of a moving average of the weights (torch's ``AveragedModel``, updated by
-    :func:`shufflenet.runtime.update_average`), as in the trainer's ``--ema``. The batch is fixed,
-    random and already on the device: the data pipeline has its own benchmark. The forms are timed in
-    ``repeats`` interleaved rounds of ``steps`` steps each, after ``warmup`` untimed steps (which
-    include any compilation, reported as ``compile_s``).
+    The step is :func:`recipe_step`, with weight decay and, if ``ema``, the moving average of the
+    trainer's ``--ema``, in ``precision``. The batch is fixed, random and already on the device: the
+    data pipeline has its own benchmark. The forms are timed in ``repeats`` interleaved rounds of
+    ``steps`` steps each, after ``warmup`` untimed steps (which include any compilation, reported as
+    ``compile_s``).
     """
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
     unknown = [form for form in forms if form not in STEP_FORMS]
     if unknown:
         raise ValueError(f"unknown form {unknown[0]!r}; choose from {', '.join(STEP_FORMS)}")
@@ -79,22 +97,10 @@ def run_step(groups: int = 3, scale: float = 1.0, batch: int = 512,
         torch.manual_seed(seed)
         model = shufflenet_v1(groups, scale, num_classes=10, small_input=True, zero_init_residual=True)
         model = model.to(device, memory_format=memory_format).train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
-                                    weight_decay=5e-4)
-        constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) \
-            if ema else None
-        stepped = model if mode is None else torch.compile(model, mode=mode)
+        compiled = None if mode is None else torch.compile(model, mode=mode)
+        step = recipe_step(model, dtype, ema, compiled=compiled)
         x = images.contiguous(memory_format=memory_format)
-
-        def step():
-            train_step(stepped, x, labels, optimizer, constant, scaler, criterion, dtype)
-            if averaged is not None:
-                update_average(averaged, model)
-
-        return step
+        return lambda: step(x, labels)
 
     prepared, compile_s = {}, {}
     for form in forms:
