@@ -59,10 +59,11 @@ class RunState:
         self.loss_count += batch_size
         self.step += 1
 
-    def finish_epoch(self, test_acc: float, lr: float, **more: float) -> dict:
-        row = {"epoch": self.epoch + 1, "train_loss": round(float(self.loss_sum) / self.loss_count, 6),
-               "test_acc": round(test_acc, 6), **{k: round(v, 6) for k, v in more.items()}, "lr": lr,
-               "seconds": round(self.epoch_seconds, 3)}
+    def finish_epoch(self, test_acc: float | list, lr: float, **more: float | list) -> dict:
+        """The epoch's row of ``metrics.jsonl``; for copies trained as one, lists of each copy's numbers."""
+        train_loss = (torch.as_tensor(self.loss_sum) / self.loss_count).tolist()
+        row = {"epoch": self.epoch + 1, "train_loss": _rounded(train_loss), "test_acc": _rounded(test_acc),
+               **{k: _rounded(v) for k, v in more.items()}, "lr": lr, "seconds": round(self.epoch_seconds, 3)}
         self.history.append(row)
         self.elapsed += self.epoch_seconds
         self.epoch, self.step, self.epoch_seconds = self.epoch + 1, 0, 0.0
@@ -80,6 +81,10 @@ class RunState:
         run.history = list(run.history)
         run.loss_sum = torch.as_tensor(run.loss_sum).to(device)
         return run
+
+
+def _rounded(value: float | list) -> float | list:
+    return [round(v, 6) for v in value] if isinstance(value, list) else round(value, 6)
 
 
 def _rng_state(device: torch.device) -> dict:

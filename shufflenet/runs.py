@@ -77,30 +77,60 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
     (uint8, in the split's order), for paired comparisons of two runs on the same images. The accuracy of
     the weights must agree with the summary's to within 10 images in 10,000 (a GPU's convolution kernels,
     and a CPU's bfloat16 ones, need not be bit-for-bit deterministic), or the data is not the run's.
+
+    A run of copies trained as one (``--copies K``) exports each copy to a folder of its own, as if it
+    had been a run of its own: ``dest`` names them with ``{seed}``, the copy's seed, which its
+    summary's config also gives (with ``copies``: K, and ``copy``, its place in the stack). Returns the
+    confusion record (for copies, a list of them).
     """
-    out, dest = Path(config.out), Path(dest)
+    out = Path(config.out)
     if config.recipe != "cifar10":
         raise TrainingError("--export writes the book's CIFAR-10 results; for ImageNet use --evaluate")
     if not (out / "summary.json").is_file():
         raise TrainingError(f"{out} holds no finished run (no summary.json) to export")
+    if config.copies > 1 and "{seed}" not in str(dest):
+        raise TrainingError(f"--export {dest}: a run of {config.copies} copies exports one folder per "
+                            f"copy, so DIR must contain {{seed}}, e.g. results/g3-shuffle-s{{seed}}")
     summary = json.loads((out / "summary.json").read_text())
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     state = read_checkpoint(out / "checkpoint.pt")
     device = resolve_device(config.device)
     _, test_split, classes = load_splits(config)
     model = build_model(config, len(classes), device)
-    weights = evaluated_weights(state)
-    model.load_state_dict(weights)
+    model.load_state_dict(evaluated_weights(state))
     predictions, targets = predict(model, DeviceLoader(test_split, 1024, device, train=False), device,
                                    autocast_dtype(device, config.precision), flip=config.test_flip)
+    if config.copies == 1:
+        return _export_one(summary, history, model.state_dict(), predictions, targets, classes, dest)
+    records = []
+    for index, seed in enumerate(range(config.seed, config.seed + config.copies)):
+        def mine(value, index=index):
+            return value[index] if isinstance(value, list) else value
+
+        own = {key: {way: acc[index] for way, acc in value.items()} if key == "final_test_acc"
+               else mine(value) for key, value in summary.items()}
+        own["config"] = {**own["config"], "seed": seed}  # its own seed; "copies" says how it trained
+        own["copy"] = index
+        rows = [{key: mine(value) for key, value in row.items()} for row in history]
+        records.append(_export_one(own, rows, model.copy(index).state_dict(), predictions[index],
+                                   targets, classes, str(dest).replace("{seed}", str(seed))))
+    return records
+
+
+def _export_one(summary: dict, history: list, weights: dict, predictions: torch.Tensor,
+                targets: torch.Tensor, classes: list, dest: str | os.PathLike) -> dict:
+    """One results folder (see :func:`export_run`) from a run's summary, metrics rows, final weights
+    and test predictions."""
     matrix = confusion_matrix(predictions, targets, len(classes))
     correct, images = matrix.diag().sum().item(), len(targets)
     accuracy = round(correct / images, 6)
     if abs(correct - round(summary["test_acc"] * images)) > images // 1000:  # counted in whole images
         raise TrainingError(f"the final weights score {accuracy} on the test split, the summary says "
                             f"{summary['test_acc']}: is this the data the run was made with?")
+    dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "metrics.jsonl"):
-        atomic_save((out / name).read_text(), dest / name)
+    atomic_save(json.dumps(summary, indent=2) + "\n", dest / "summary.json")
+    atomic_save("".join(json.dumps(row) + "\n" for row in history), dest / "metrics.jsonl")
     atomic_save({k: v.contiguous() for k, v in weights.items()}, dest / "model.pt")
     confusion = {"classes": classes, "matrix": matrix.tolist(), "test_images": len(targets),
                  "accuracy": accuracy}
@@ -186,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=positive_int_arg, default=None, help="at most N images per split")
     p.add_argument("--test-limit", type=positive_int_arg, default=None, help="at most N test images")
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--copies", type=positive_int_arg, default=defaults.copies, metavar="K",
+                   help="train K copies, seeds SEED to SEED + K - 1, as one stacked model: one process, "
+                   "one launch per layer for all of them (a small network on a large GPU); with --limit "
+                   "or synthetic data, all use SEED's images; --export DIR then names each copy's "
+                   "folder with {seed} (default: 1)")
     p.add_argument("--pipeline", choices=("fast", "dataloader"), default=defaults.pipeline)
     p.add_argument("--num-workers", type=int, default=defaults.num_workers)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device)
@@ -225,6 +260,12 @@ def main(argv=None) -> int:
     if not 0 <= args.cutout <= 32:
         parser.error(f"argument --cutout: the square's side must be from 0 (none) to 32 pixels, got "
                      f"{args.cutout}")
+    if args.copies > 1 and args.export and "{seed}" not in args.export:
+        parser.error(f"argument --export: {args.copies} copies export a folder each, so DIR must "
+                     f"contain {{seed}} (the copy's seed), e.g. results/g3-shuffle-s{{seed}}")
+    if args.copies > 1 and args.evaluate:
+        parser.error("argument --evaluate: evaluate one copy's exported folder (--export) with "
+                     "--copies 1 instead of the stacked run")
     if args.compile_mode != "default" and not args.compile:
         parser.error(f"argument --compile-mode: {args.compile_mode!r} needs --compile")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -265,7 +306,13 @@ def finish(config: TrainConfig, args) -> int:
     summary = train(config, resume=args.resume)
     if not distributed.is_main():
         return 0
-    print(f"done: test accuracy {summary['test_acc']:.4f} after {summary['epochs']} epochs "
+    accuracy = summary["test_acc"]
+    if config.copies > 1:  # one per copy, by seed
+        last = config.seed + config.copies - 1
+        accuracy = f"{' '.join(f'{a:.4f}' for a in accuracy)} (seeds {config.seed} to {last})"
+    else:
+        accuracy = f"{accuracy:.4f}"
+    print(f"done: test accuracy {accuracy} after {summary['epochs']} epochs "
           f"in {summary['seconds']:.0f} s on {summary['device']}"
           f"{f' x {distributed.world_size()} processes' if distributed.world_size() > 1 else ''}; "
           f"results in {config.out}")
@@ -276,5 +323,5 @@ def finish(config: TrainConfig, args) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
         print(f"exported summary, metrics, final weights, confusion matrix and predictions to "
-              f"{args.export}")
+              f"{args.export}{' (a folder per copy)' if config.copies > 1 else ''}")
     return 0

@@ -95,7 +95,7 @@ def train_step(model, images, labels, optimizer, scheduler, scaler, criterion, d
     with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
         loss = criterion(model(images), labels)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(loss.sum()).backward()  # sum: copies trained as one have a loss each (stacked.py)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -46,7 +46,7 @@ from torch import nn
 from . import distributed, runtime
 from .bookkeeping import Checkpoint, DeferredInterrupt, RunState, TrainingError
 from .complexity import count_params
-from .data import DeviceLoader, FolderLoader, ReferenceLoader, load_data, make_dataloader
+from .data import DeviceLoader, FolderLoader, ReferenceLoader, Split, load_data, make_dataloader
 from .model import shufflenet_v1
 from .runtime import (  # PRECISIONS and native_bf16: the trainer's --precision, re-exported
     PRECISIONS,  # noqa: F401
@@ -58,6 +58,7 @@ from .runtime import (  # PRECISIONS and native_bf16: the trainer's --precision,
     train_step,
     update_average,
 )
+from .stacked import StackedLoader, StackedModels, stacked_criterion
 
 
 @dataclass
@@ -86,6 +87,7 @@ class TrainConfig:
     limit: int | None = None         # at most this many images per split (smoke runs, CPU runs)
     test_limit: int | None = None    # at most this many test images (default: limit)
     seed: int = 0
+    copies: int = 1                  # train seeds seed, seed + 1, ... (this many) as one (stacked.py)
     pipeline: str = "fast"           # "fast" (DeviceLoader) or "dataloader" (the per-image reference)
     num_workers: int = 2             # DataLoader workers (dataloader pipeline only)
     device: str = "auto"
@@ -134,8 +136,9 @@ def resolve_device(name: str) -> torch.device:
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on convolution and linear weights only: not on BatchNorm scales/shifts nor biases."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    vectors = 2 if isinstance(model, StackedModels) else 1  # stacked: one more dimension, the copies
+    decay = [p for p in model.parameters() if p.ndim > vectors]
+    no_decay = [p for p in model.parameters() if p.ndim <= vectors]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -183,8 +186,11 @@ def make_batches(config: TrainConfig, device: torch.device) -> tuple:
     else:
         train_split, test_split, classes = load_splits(config)
         if config.pipeline == "fast":  # every image stays on the device as uint8; batches augmented there
-            loaders = [DeviceLoader(train_split, config.batch_size, device, train=True, seed=config.seed,
-                                    rank=rank, world_size=world, cutout=config.cutout),
+            train_split = Split(train_split.images.to(device), train_split.labels.to(device))
+            loaders = [DeviceLoader(train_split, config.batch_size, device, train=True, seed=seed,
+                                    rank=rank, world_size=world, cutout=config.cutout)
+                       for seed in range(config.seed, config.seed + config.copies)]
+            loaders = [loaders[0] if config.copies == 1 else StackedLoader(loaders),
                        DeviceLoader(test_split, 1024, device, train=False, rank=rank, world_size=world)]
         elif config.cutout:
             raise TrainingError("--cutout is part of the fast pipeline only; use --pipeline fast")
@@ -201,7 +207,14 @@ def make_batches(config: TrainConfig, device: torch.device) -> tuple:
 
 def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> nn.Module:
     """The run's network (the 32x32 variant for CIFAR, the paper's for ImageNet), on ``device`` in
-    ``channels_last`` layout."""
+    ``channels_last`` layout. With ``copies`` > 1, that many copies stacked into one
+    (:class:`~shufflenet.stacked.StackedModels`), each drawn from its own seed as a run of its own."""
+    if config.copies > 1:
+        models = []
+        for seed in range(config.seed, config.seed + config.copies):
+            torch.manual_seed(seed)
+            models.append(build_model(replace(config, copies=1, seed=seed), num_classes, device))
+        return StackedModels(models)
     model = shufflenet_v1(config.groups, config.scale, num_classes=num_classes,
                           small_input=config.recipe != "imagenet", mixing=config.mixing,
                           zero_init_residual=config.zero_init_residual)
@@ -216,6 +229,21 @@ def evaluated_weights(state: dict) -> dict:
         return state["model"]
     return {key.removeprefix("module."): value for key, value in state["ema"].items()
             if key.startswith("module.")}
+
+
+def check_copies(config: TrainConfig, world: int) -> None:
+    """Copies trained as one (``--copies``) take the fast CIFAR path, in one process, without the
+    options that need a module's inside (BatchNorm layers) or the whole batch across processes."""
+    if config.copies == 1:
+        return
+    unsupported = {"--recipe imagenet": config.recipe != "cifar10", "--pipeline dataloader":
+                   config.pipeline != "fast", "--bn-recalibrate": config.bn_recalibrate,
+                   "--sync-bn": config.sync_bn, "torchrun (several processes)": world > 1}
+    for option, used in unsupported.items():
+        if used:
+            raise TrainingError(f"--copies {config.copies} trains copies as one stacked model on the "
+                                f"fast CIFAR path in one process, without {option}: use --copies 1 "
+                                f"or leave {option} out")
 
 
 def distribute(model: nn.Module, device: torch.device) -> nn.Module:
@@ -234,7 +262,8 @@ def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype 
             stop=lambda: False, k: int = 1, flip: bool = False) -> tuple | None:
     """Predicted (the ``k`` most likely classes, if ``k > 1``) and true labels over a whole split; None
     if ``stop()`` turns true on the way. ``flip``: by the sum of the logits of each image and its mirror
-    image (test-time augmentation with the training's own horizontal flip)."""
+    image (test-time augmentation with the training's own horizontal flip). For a stacked model, the
+    predictions of each copy: a first dimension of copies."""
     model.eval()
     predictions, targets = [], []
     for images, labels in batches:
@@ -246,31 +275,35 @@ def predict(model: nn.Module, batches, device: torch.device, dtype: torch.dtype 
                 logits = logits.float() + model(mirrored).float()
         # One tie-break for every k: in bfloat16, logits tie often enough that argmax and topk,
         # which break ties differently, would score the same weights a few images apart.
-        top = logits.topk(min(k, logits.shape[1])).indices
-        top = top[:, 0] if k == 1 else top
-        predictions.append(top.cpu())
+        top = logits.topk(min(k, logits.shape[-1])).indices  # (copies, B, k) for a stacked model
+        predictions.append((top[..., 0] if k == 1 else top).cpu())
         targets.append(labels.cpu())
         if stop():
             return None
-    return torch.cat(predictions), torch.cat(targets)
+    return torch.cat(predictions, dim=1 if logits.dim() == 3 else 0), torch.cat(targets)
 
 
 def evaluate(model: nn.Module, batches, device: torch.device, dtype: torch.dtype | None,
              stop=lambda: False, flip: bool = False) -> dict | None:
     """Top-1 and top-5 accuracy over the whole split (``flip``: see :func:`predict`), every process
     evaluating its share with the same BatchNorm statistics (rank 0's); None on every process if
-    ``stop()`` turned true on any."""
+    ``stop()`` turned true on any. For a stacked model, a list of each copy's accuracies."""
     distributed.broadcast_buffers(model)
     result = predict(model, batches, device, dtype, stop, k=5, flip=flip)
-    counts = torch.zeros(4, dtype=torch.float64)  # top-1 hits, top-5 hits, images, stopped
+    copies = getattr(model, "copies", 0)  # a stacked model: each copy's accuracies
+    counts = torch.zeros(4, max(copies, 1), dtype=torch.float64)  # top-1 hits, top-5 hits, images, stop
     if result is None:
         counts[3] = 1
     else:
         top, targets = result
-        hits = top[:, :5] == targets[:, None]
-        counts[:3] = torch.tensor([hits[:, 0].sum(), hits.any(1).sum(), len(targets)])
-    top1, top5, images, stopped = distributed.all_sum(counts.to(device)).tolist()
-    return None if stopped else {"test_acc": top1 / images, "test_top5": top5 / images}
+        hits = top[..., :5] == targets[:, None]
+        hits = hits.view(-1, *hits.shape[-2:])  # copies, images, k
+        counts[0], counts[1], counts[2] = hits[..., 0].sum(1), hits.any(2).sum(1), len(targets)
+    top1, top5, images, stopped = distributed.all_sum(counts.to(device)).cpu()
+    if stopped.any():
+        return None
+    top1, top5 = (top1 / images).tolist(), (top5 / images).tolist()
+    return {"test_acc": top1, "test_top5": top5} if copies else {"test_acc": top1[0], "test_top5": top5[0]}
 
 
 @torch.no_grad()
@@ -310,6 +343,7 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     device = distributed.setup(resolve_device(config.device))  # under torchrun: this process's device
     world = distributed.world_size()
     dtype = autocast_dtype(device, config.precision)
+    check_copies(config, world)
     made_by = runtime.provenance()  # the code this session runs, before anyone edits the checkout
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -327,6 +361,8 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
     scheduler = make_scheduler(config, optimizer, config.epochs * len(train_batches))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    if config.copies > 1:  # a loss for each copy
+        criterion = stacked_criterion(criterion)
 
     # The weights that are evaluated and exported: the model's, or their moving average (``--ema``).
     averaged = moving_average(model, config.ema)
@@ -358,10 +394,10 @@ def train(config: TrainConfig, resume: bool = False, callback=None) -> dict:
                 if averaged is not None:
                     update_average(averaged, model)  # torch's update, minus a wait for the GPU
                 loss = distributed.mean(loss)  # over all processes: the loss of the whole batch
-                run.add_step(loss, len(labels) * world)
+                run.add_step(loss, labels.shape[-1] * world)  # per image (of each copy)
                 synced = run.step % 10 == 0 or run.step == len(train_batches)
                 if synced:  # .item() waits for the GPU
-                    check_finite(loss.item(), run, config)
+                    check_finite(loss.sum().item(), run, config)
                 if callback is not None:
                     callback(run.epoch, run.step)
                 if (synced or world == 1) and distributed.any_rank(interrupt.requested, device):
@@ -424,8 +460,11 @@ def check_finite(loss: float, run: RunState, config: TrainConfig) -> None:
 def report_epoch(row: dict, config: TrainConfig, projected: bool) -> None:
     """One line per epoch (also in the logs of runs without a progress bar); after the first epoch of a
     session, the time the remaining epochs will take at this pace."""
-    print(f"epoch {row['epoch']:3d}/{config.epochs}  train loss {row['train_loss']:.4f}  "
-          f"test acc {row['test_acc']:.4f}  lr {row['lr']:.4g}  {row['seconds']:.1f} s", flush=True)
+    loss, accuracy, of = row["train_loss"], row["test_acc"], ""
+    if isinstance(accuracy, list):  # copies trained as one: their means
+        loss, accuracy, of = sum(loss) / len(loss), sum(accuracy) / len(accuracy), " (copies' mean)"
+    print(f"epoch {row['epoch']:3d}/{config.epochs}  train loss {loss:.4f}  test acc {accuracy:.4f}"
+          f"{of}  lr {row['lr']:.4g}  {row['seconds']:.1f} s", flush=True)
     remaining = config.epochs - row["epoch"]
     if projected and remaining:
         print(f"projected: about {remaining * row['seconds'] / 60:.1f} min more for the remaining "
@@ -442,7 +481,7 @@ def write_summary(config, run, device, dtype, model, train_images: int, test_ima
         "test_limit": config.test_limit, "threads": torch.get_num_threads(), "train_images": train_images,
         "test_images": test_images, "peak_lr": config.peak_lr,
         "precision": str(dtype or torch.float32).removeprefix("torch."),
-        "parameters": count_params(model), "final_test_acc": final_test_acc,
+        "parameters": count_params(model) // config.copies, "final_test_acc": final_test_acc,
         "torch": torch.__version__, **made_by, "config": asdict(config),
     }
     summary["world_size"] = distributed.world_size()

@@ -4,8 +4,9 @@ compiled network of four units rather than sixteen (inductor's compile time grow
 
 What they hold the GPU path to: the precision ``auto`` picks for this GPU, exact resume after Ctrl-C on
 the GPU in every precision, a clear error for a CPU checkpoint, the fast data path and the channel
-shuffle equal to their CPU and torch references, a compiled step equal to the eager one, no host
-synchronisation inside a training step, and the benchmark's quick run.
+shuffle equal to their CPU and torch references, a compiled step equal to the eager one, copies
+trained as one equal to each alone, no host synchronisation inside a training step, and the
+benchmarks' quick runs.
 """
 
 import json
@@ -24,6 +25,7 @@ from shufflenet import WIDTHS, ShuffleNetV1, channel_shuffle, shufflenet_v1  # n
 from shufflenet import train as train_module  # noqa: E402
 from shufflenet.data import DeviceLoader, random_crop_flip, synthetic_cifar  # noqa: E402
 from shufflenet.runs import main  # noqa: E402
+from shufflenet.stacked import StackedModels, stack_per_copy, stacked_criterion  # noqa: E402
 from shufflenet.train import (  # noqa: E402
     Interrupted,
     TrainConfig,
@@ -186,12 +188,46 @@ def test_a_training_step_never_waits_for_the_gpu():
         torch.cuda.set_sync_debug_mode("default")
 
 
+def test_copies_stacked_on_the_gpu_step_as_each_would_alone_and_never_wait(full_fp32):
+    """Two copies trained as one (``--copies``): one step matches each copy's own step, and the stacked
+    step and its moving average issue no synchronisation either."""
+    torch.manual_seed(0)
+    alone = [ShuffleNetV1(WIDTHS[(3, 0.25)], 3, num_classes=10, small_input=True, stage_repeats=(2, 1, 1))
+             .to(CUDA, memory_format=torch.channels_last) for _ in range(2)]
+    stack = StackedModels(alone)
+    images, labels = _batch()
+    images, labels = stack_per_copy([images, images.flip(3)]), torch.stack([labels, labels])
+    parts = list(_step_parts(stack, None))
+    parts[3] = stacked_criterion(parts[3])
+    losses = train_step(stack, images, labels, *parts, None)
+    for k, model in enumerate(alone):
+        own = train_step(model, images[k], labels[k], *_step_parts(model, None), None)
+        assert abs(losses[k].item() - own.item()) < 1e-3 * abs(own.item())
+        for name, weight in stack.copy(k).state_dict().items():
+            assert torch.allclose(weight.float(), model.state_dict()[name].float(), rtol=1e-3, atol=1e-4)
+    averaged = train_module.moving_average(stack, 0.999)
+    update_average(averaged, stack)
+    dtype = torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else None
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            train_step(stack, images, labels, *parts, dtype)
+            update_average(averaged, stack)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_the_benchmark_runs_quickly_on_cuda(tmp_path):
     done = subprocess.run([sys.executable, "-m", "shufflenet.bench", "models", "--quick", "--devices", "cuda",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     print(done.stdout[-3000:])
     assert list(tmp_path.glob("*.json"))
+    done = subprocess.run([sys.executable, "-m", "shufflenet.bench", "step", "--quick", "--device", "cuda",
+                           "--copies", "1", "4"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    print(done.stdout[-3000:])
 
 
 def test_train_module_does_not_count_emulated_bf16_as_native():

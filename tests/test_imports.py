@@ -2,10 +2,11 @@
 
 * the core (``conv``, ``shuffle``, ``unit``, ``model``, ``complexity``, ``reference``, ``_checks`` and the
   package's ``__init__``) imports only torch, the standard library and itself;
-* ``runtime`` imports nothing of the package;
-* training (``data``, ``distributed``, ``bookkeeping``, ``train``, ``runs``) imports the core, ``runtime``
-  and the training modules below it, in that order;
-* benchmarks (``bench/``) import the core, ``data``, ``runtime`` and each other, never the trainer.
+* ``runtime`` and ``stacked`` (copies of a network run as one) import nothing of the package;
+* training (``data``, ``distributed``, ``bookkeeping``, ``train``, ``runs``) imports the core, ``runtime``,
+  ``stacked`` and the training modules below it, in that order;
+* benchmarks (``bench/``) import the core, ``data``, ``runtime``, ``stacked`` and each other, never the
+  trainer.
 
 Imports under ``if __name__ == "__main__":`` run only as a script, after the module has loaded, and are not
 arrows of the package (``train.py`` hands its command line to ``runs.py`` that way).
@@ -22,6 +23,7 @@ CORE = {"shufflenet", "shufflenet._checks", "shufflenet.conv", "shufflenet.shuff
         "shufflenet.model", "shufflenet.complexity", "shufflenet.reference"}
 TRAINING = ["shufflenet.data", "shufflenet.distributed", "shufflenet.bookkeeping", "shufflenet.train",
             "shufflenet.runs"]  # bottom up
+SHARED = ("shufflenet.runtime", "shufflenet.stacked")  # below both wings, above nothing of the package
 
 
 def module_name(path: Path) -> str:
@@ -69,13 +71,13 @@ def allowed(source: str, target: str) -> bool:
     """May ``source`` import the package module ``target``?"""
     if source in CORE:
         return target in CORE
-    if source == "shufflenet.runtime":
+    if source in SHARED:
         return False
     if source in TRAINING:
-        return target in CORE or target == "shufflenet.runtime" or (
+        return target in CORE or target in SHARED or (
             target in TRAINING and TRAINING.index(target) < TRAINING.index(source))
     if source.startswith("shufflenet.bench"):
-        return target in CORE or target in ("shufflenet.runtime", "shufflenet.data") or \
+        return target in CORE or target in (*SHARED, "shufflenet.data") or \
             target.startswith("shufflenet.bench")
     raise AssertionError(f"{source} belongs to no layer: add it to the rules in {__file__}")
 
