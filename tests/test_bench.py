@@ -167,6 +167,15 @@ def test_step_rows_time_the_recipes_step_in_each_form():
         assert r["images_per_s"] == pytest.approx(4 / r["step_ms"] * 1e3, rel=1e-3)
 
 
+def test_step_rows_for_copies_stacked_count_the_images_of_every_copy():
+    rows = bench.run_step(scale=0.25, batch=4, forms=("channels_last",), device="cpu", steps=1,
+                          repeats=1, warmup=1, ema=0.9, copies=(1, 3))
+    assert [(r["form"], r["copies"]) for r in rows] == [("channels_last", 1), ("channels_last", 3)]
+    assert rows[1]["images_per_s"] == pytest.approx(3 * 4 / rows[1]["step_ms"] * 1e3, rel=1e-3)
+    with pytest.raises(ValueError, match=r"copies must be whole numbers of 1 or more, got \[0\]"):
+        bench.run_step(device="cpu", copies=(0,))
+
+
 def test_step_refuses_unknown_forms_and_cuda_graphs_without_a_gpu():
     with pytest.raises(ValueError, match="unknown form 'tensorrt'; choose from eager"):
         bench.run_step(forms=("tensorrt",), device="cpu")

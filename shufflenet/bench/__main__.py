@@ -65,6 +65,8 @@ HELP = {
     "data_steps": "timed batches of the pipeline alone", "num_workers": "DataLoader worker processes",
     "ema": "decay of the moving average of the weights updated after each step (0: none)",
     "steps": "timed steps per round",
+    "copies": "numbers of copies of the network trained as one (stacked; each its own weights and "
+              "batch)",
     "precision": "the training step's autocast precision, as the trainer's --precision (auto: bf16 "
                  "where native on a GPU, else fp16; fp32 on a CPU)",
 }

@@ -31,10 +31,10 @@ COLUMNS = {
     "pipeline": [("measure", "measure", ""), ("device", "device", ""), ("fast img/s", "fast_ips", ".0f"),
                  ("DataLoader img/s", "dataloader_ips", ".0f"), ("ratio", "ratio", ".2f"),
                  ("precision", "precision", "")],
-    "step": [("form", "form", ""), ("device", "device", ""), ("batch", "batch", "d"),
-             ("precision", "precision", ""), ("step ms", "step_ms", ".2f"), ("issue ms", "issue_ms", ".2f"),
-             ("issue/step", "issue_share", ".2f"), ("img/s", "images_per_s", ".0f"),
-             ("compile s", "compile_s", ".1f")],
+    "step": [("form", "form", ""), ("copies", "copies", "d"), ("device", "device", ""),
+             ("batch", "batch", "d"), ("precision", "precision", ""), ("step ms", "step_ms", ".2f"),
+             ("issue ms", "issue_ms", ".2f"), ("issue/step", "issue_share", ".2f"),
+             ("img/s", "images_per_s", ".0f"), ("compile s", "compile_s", ".1f")],
 }
 
 

@@ -7,6 +7,11 @@ says which case a form is in: ``issue_ms`` is the time Python takes to hand one 
 ``step_ms`` the time the step takes to finish. Where the two are close, the device kept pace with
 Python and the step is launch-bound; where ``issue_ms`` is much the smaller, the device is the limit.
 On a CPU the two are the same by construction (nothing runs asynchronously).
+
+``copies`` runs several copies of the network, each with its own weights, as one
+(:class:`shufflenet.stacked.StackedModels`): one launch per layer for all of them. Where one copy's
+step is launch-bound, ``copies`` of them can train in little more than the time of one: the row's
+``images_per_s`` counts the images of every copy.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import nn
 
 from ..model import shufflenet_v1
 from ..runtime import autocast_dtype, moving_average, resolve_device, train_step, update_average
+from ..stacked import StackedModels, stacked_criterion
 from .timing import synchronizer
 
 # eager: the model as built (NCHW); channels_last: the trainer's layout; compile: torch.compile of the
@@ -44,6 +50,8 @@ def recipe_step(model: nn.Module, dtype, ema: float = 0.0, weight_decay: float =
     constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    if isinstance(model, StackedModels):
+        criterion = stacked_criterion(criterion)
     averaged = moving_average(model, ema)
 
     def step(images, labels):
@@ -52,6 +60,13 @@ def recipe_step(model: nn.Module, dtype, ema: float = 0.0, weight_decay: float =
             update_average(averaged, model)
 
     return step
+
+
+def per_copy_layout(images: torch.Tensor, memory_format) -> torch.Tensor:
+    """``images`` (N, C, H, W) in ``memory_format``; for (copies, N, C, H, W), each copy's batch in it."""
+    if images.dim() == 4 or memory_format == torch.contiguous_format:
+        return images.contiguous(memory_format=memory_format)
+    return images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)  # NHWC within each copy
 
 
 def _time_steps(step, steps: int, sync) -> tuple:
@@ -71,65 +86,79 @@ def _time_steps(step, steps: int, sync) -> tuple:
 def run_step(groups: int = 3, scale: float = 1.0, batch: int = 512,
              forms=("eager", "channels_last", "compile"), device: str = "auto",
              precision: str = "auto", ema: float = 0.999, steps: int = 20, repeats: int = 5,
-             warmup: int = 10, seed: int = 0) -> list:
-    """One row per form: the median time of the recipe's training step on one batch of 32x32 images.
+             warmup: int = 10, seed: int = 0, copies=(1,)) -> list:
+    """One row per form and number of copies: the median time of the recipe's training step on one
+    batch of 32x32 images.
 
     The step is :func:`recipe_step`, with weight decay and, if ``ema``, the moving average of the
     trainer's ``--ema``, in ``precision``. The batch is fixed, random and already on the device: the
-    data pipeline has its own benchmark. The forms are timed in ``repeats`` interleaved rounds of
-    ``steps`` steps each, after ``warmup`` untimed steps (which include any compilation, reported as
-    ``compile_s``).
+    data pipeline has its own benchmark. Each number ``K`` in ``copies`` above 1 stacks ``K`` copies of
+    the network (seeds ``seed`` onwards) into one (:class:`~shufflenet.stacked.StackedModels`), each
+    copy with its own batch of ``batch`` images. The variants are timed in ``repeats`` interleaved
+    rounds of ``steps`` steps each, after ``warmup`` untimed steps (which include any compilation,
+    reported as ``compile_s``).
     """
     unknown = [form for form in forms if form not in STEP_FORMS]
     if unknown:
         raise ValueError(f"unknown form {unknown[0]!r}; choose from {', '.join(STEP_FORMS)}")
+    if any(not isinstance(k, int) or k < 1 for k in copies):
+        raise ValueError(f"copies must be whole numbers of 1 or more, got {list(copies)}")
     device = resolve_device(device)
     if "compile_cudagraphs" in forms and device.type != "cuda":
         raise ValueError("the form compile_cudagraphs records CUDA graphs: it needs --device cuda")
     dtype = autocast_dtype(device, precision)
     sync = synchronizer(device)
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, 3, 32, 32, generator=generator).to(device)
-    labels = torch.randint(0, 10, (batch,), generator=generator).to(device)
 
-    def make_step(form: str):
+    def make_step(form: str, count: int):
         memory_format, mode = STEP_FORMS[form]
-        torch.manual_seed(seed)
-        model = shufflenet_v1(groups, scale, num_classes=10, small_input=True, zero_init_residual=True)
-        model = model.to(device, memory_format=memory_format).train()
+        models = []
+        for index in range(count):
+            torch.manual_seed(seed + index)
+            models.append(shufflenet_v1(groups, scale, num_classes=10, small_input=True,
+                                        zero_init_residual=True))
+        if count == 1:
+            model = models[0].to(device, memory_format=memory_format).train()
+        else:  # stacked weights have 5 dimensions: the layout applies to each copy's batch only
+            model = StackedModels(models).to(device).train()
         compiled = None if mode is None else torch.compile(model, mode=mode)
         step = recipe_step(model, dtype, ema, compiled=compiled)
-        x = images.contiguous(memory_format=memory_format)
-        return lambda: step(x, labels)
+        generator = torch.Generator().manual_seed(seed)
+        stack = (count,) if count > 1 else ()  # a batch for each copy
+        images = torch.randn(*stack, batch, 3, 32, 32, generator=generator)
+        labels = torch.randint(0, 10, (*stack, batch), generator=generator).to(device)
+        images = per_copy_layout(images.to(device), memory_format)
+        return lambda: step(images, labels)
 
+    variants = [(form, count) for count in copies for form in forms]
     prepared, compile_s = {}, {}
-    for form in forms:
-        step = make_step(form)
+    for variant in variants:
+        step = make_step(*variant)
         sync()
         start = time.perf_counter()
         for _ in range(max(warmup, 1)):
             step()
         sync()
-        compile_s[form] = time.perf_counter() - start if STEP_FORMS[form][1] else None
-        prepared[form] = step
-    issued = {form: [] for form in forms}
-    finished = {form: [] for form in forms}
+        compile_s[variant] = time.perf_counter() - start if STEP_FORMS[variant[0]][1] else None
+        prepared[variant] = step
+    issued = {variant: [] for variant in variants}
+    finished = {variant: [] for variant in variants}
     for _ in range(repeats):
-        for form, step in prepared.items():
+        for variant, step in prepared.items():
             one_round = _time_steps(step, steps, sync)
-            issued[form] += one_round[0]
-            finished[form] += one_round[1]
+            issued[variant] += one_round[0]
+            finished[variant] += one_round[1]
     rows = []
-    for form in forms:
-        step_ms = statistics.median(finished[form]) * 1e3
-        issue_ms = statistics.median(issued[form]) * 1e3
+    for form, count in variants:
+        step_ms = statistics.median(finished[form, count]) * 1e3
+        issue_ms = statistics.median(issued[form, count]) * 1e3
         rows.append({
-            "form": form, "device": str(device), "batch": batch,
+            "form": form, "copies": count, "device": str(device), "batch": batch,
             "precision": str(dtype or torch.float32).removeprefix("torch."), "ema": ema,
             "model": f"shufflenet_v1(groups={groups}, scale={scale}, small_input=True)",
             "step_ms": round(step_ms, 3), "issue_ms": round(issue_ms, 3),
-            "issue_share": round(issue_ms / step_ms, 3), "images_per_s": round(batch / step_ms * 1e3, 1),
-            "compile_s": None if compile_s[form] is None else round(compile_s[form], 1),
+            "issue_share": round(issue_ms / step_ms, 3),
+            "images_per_s": round(count * batch / step_ms * 1e3, 1),
+            "compile_s": None if compile_s[form, count] is None else round(compile_s[form, count], 1),
             "steps": steps * repeats,
         })
     return rows
