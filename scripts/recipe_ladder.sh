@@ -13,7 +13,9 @@
 #                time; several share the GPU by time-slicing, which inflates each run's time, so only the
 #                times of runs made alone belong in the table), SECONDS_BUDGET (480), GRACE (60),
 #                DEVICE (cuda), EXTRA (options for every run, after the step's: "--limit 1000" for a dry
-#                run), STEPS (only these step names, e.g. "base flip")
+#                run), STEPS (only these step names, e.g. "base flip"), COPIES (1: seeds per process,
+#                trained as one stacked model with --copies, in blocks of COPIES seeds; each still exports
+#                OUT/NAME-sSEED, and its seconds are then the time of the whole block)
 set -uo pipefail
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
     echo "usage: scripts/recipe_ladder.sh DATA_DIR [OUT]" >&2
@@ -50,7 +52,7 @@ tee_pid=$!
 finish() { exec >&- 2>&-; wait "$tee_pid"; }  # the log is whole when the script returns
 trap finish EXIT
 export PYTHONUNBUFFERED=1 PYTHON=$python DATA=$data OUT=$out DEVICE=${DEVICE:-cuda} EXTRA=${EXTRA:-}
-export GRACE=${GRACE:-60} KEEP_MODEL=${names[-1]}  # the final recipe's weights
+export GRACE=${GRACE:-60} KEEP_MODEL=${names[-1]} COPIES=${COPIES:-1}  # KEEP_MODEL: the final weights
 export STOP_AT=$(( $(date +%s) + budget ))
 
 # OUT/ladder.json first, what the table is a result of; a rerun's settings replace it, the earlier ones
@@ -73,7 +75,8 @@ for name, options, _ in steps:
         sys.exit(f"step {name}: its options (with EXTRA) are refused by the trainer")
 record = {"ladder": [f"{name} {options}".strip() for name, options, _ in steps], "ladder_file": e["LADDER"],
           "steps": e["ONLY"], "seeds": int(e["SEEDS"]), "jobs": int(e["JOBS"]),
-          "seconds_budget": int(e["BUDGET"]), "grace": int(e["GRACE"]), "device": e["DEVICE"],
+          "copies": int(e["COPIES"]), "seconds_budget": int(e["BUDGET"]), "grace": int(e["GRACE"]),
+          "device": e["DEVICE"],
           "extra": e["EXTRA"], "data": e["DATA"], "commit": e["COMMIT"],
           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 path = Path(e["OUT"]) / "ladder.json"
@@ -87,22 +90,26 @@ echo "== $(date -u +%FT%TZ) recipe ladder: ${#names[@]} steps ${STEPS:+(run: $ST
 
 # `timeout` exits 124 when it stopped the run at its limit (Ctrl-C: a checkpoint at a step boundary),
 # 137 when it had to kill it (the last epoch's checkpoint stands).
-one_run() {  # one run: NAME SEED OPTIONS...
-    local run=$1-s$2 seed=$2 resume="" code
+one_run() {  # one run: NAME SEED OPTIONS... (with COPIES > 1: seeds SEED to SEED + COPIES - 1 as one)
+    local run=$1-s$2 name=$1 seed=$2 seeds resume="" code each missing="" export_to
     shift 2
+    seeds=$(seq "$seed" $(( seed + COPIES - 1 )))
     # predictions.pt is the export's last file: a run stopped while exporting is not skipped
-    [ -f "$OUT/$run/predictions.pt" ] && { echo "skip $run: already exported"; exit 0; }
+    for each in $seeds; do [ -f "$OUT/$name-s$each/predictions.pt" ] || missing=yes; done
+    [ -n "$missing" ] || { echo "skip $run: already exported"; exit 0; }
+    export_to=$OUT/$run
+    [ "$COPIES" -gt 1 ] && run=$run-copies$COPIES export_to=$OUT/$name-s{seed}
     [ "$(date +%s)" -lt "$STOP_AT" ] || { echo "not started $run: the budget is spent"; exit 0; }
     [ -f "$OUT/runs/$run/checkpoint.pt" ] && resume="--resume"
     echo "== $(date -u +%FT%TZ) $run: $* $EXTRA $resume" >> "$OUT/runs/$run.log"
     # EXTRA after the step's options (argparse: the last one wins); the bookkeeping's options after both
     # shellcheck disable=SC2086  # EXTRA: several options
     timeout -s INT -k 20 $(( STOP_AT - $(date +%s) + GRACE )) $PYTHON -m shufflenet.train "$@" $EXTRA \
-        --data "$DATA" --seed "$seed" --device "$DEVICE" --no-progress --out "$OUT/runs/$run" $resume \
-        --export "$OUT/$run" >> "$OUT/runs/$run.log" 2>&1
+        --data "$DATA" --seed "$seed" --copies "$COPIES" --device "$DEVICE" --no-progress \
+        --out "$OUT/runs/$run" $resume --export "$export_to" >> "$OUT/runs/$run.log" 2>&1
     code=$?
     case $code in
-        0) [ "${run%-s*}" = "$KEEP_MODEL" ] || rm -f "$OUT/$run/model.pt"
+        0) [ "$name" = "$KEEP_MODEL" ] || for each in $seeds; do rm -f "$OUT/$name-s$each/model.pt"; done
            echo "done $run: $(grep '^done:' "$OUT/runs/$run.log" | tail -n 1 | sed 's/^done: //; s/; results in.*//')" ;;
         124) echo "stopped $run at the budget: its checkpoint stands, a rerun continues it" ;;
         137) echo "killed $run after the budget: its last epoch's checkpoint stands, a rerun continues it" ;;
@@ -112,7 +119,7 @@ one_run() {  # one run: NAME SEED OPTIONS...
 export -f one_run
 
 status=0
-for seed in $(seq 0 $(( seeds - 1 ))); do
+for seed in $(seq 0 "$COPIES" $(( seeds - 1 ))); do
     for i in "${!names[@]}"; do
         [ "$only" = "  " ] || [[ $only == *" ${names[$i]} "* ]] && echo "${names[$i]} $seed ${options[$i]}"
     done
@@ -156,5 +163,8 @@ for index, line in enumerate(record["ladder"]):
 jobs = record["jobs"]
 if jobs > 1:
     print(f"JOBS={jobs}: runs shared the device, so their seconds are inflated")
+copies = record.get("copies", 1)
+if copies > 1:
+    print(f"COPIES={copies}: seeds trained {copies} at a time, so the seconds are those of {copies} runs")
 ' "$out" || status=1
 exit $status

@@ -52,7 +52,7 @@ def table(log):
     header = max(i for i, line in enumerate(lines) if line.startswith("step "))
     assert lines[header].split() == ["step", "seeds", "test", "acc", "%", "min-max", "%", "seconds", "change"]
     return {line.split()[0]: line.split(None, 5)[1:] for line in lines[header + 1:]
-            if not line.startswith("JOBS=")}  # the note under a table of runs made together
+            if not line.startswith(("JOBS=", "COPIES="))}  # the notes under a table of runs made together
 
 
 def test_a_dry_run_exports_every_run_seed_major_and_a_rerun_skips_them(ladder):
@@ -104,6 +104,27 @@ def test_a_dry_run_exports_every_run_seed_major_and_a_rerun_skips_them(ladder):
     assert "JOBS=2: runs shared the device" in again
     record = json.loads((out / "ladder.json").read_text())
     assert record["jobs"] == 2 and [r["jobs"] for r in record["earlier"]] == [1]
+
+
+def test_copies_train_a_block_of_seeds_in_one_run_and_export_each(ladder):
+    code, log = recipe_ladder(ladder, "synthetic", "out", COPIES="2")
+    out = ladder / "out"
+    assert code == 0, log
+    blocks = ["one-s0-copies2", "two-s0-copies2"]  # one run a step, for both seeds
+    assert re.findall(r"^done (\S+): test accuracy", log, re.M) == blocks, log
+    for run in RUNS:
+        summary = json.loads((out / run / "summary.json").read_text())
+        assert summary["config"]["seed"] == int(run[-1]) and summary["config"]["copies"] == 2
+        assert summary["copy"] == int(run[-1]) and (out / run / "predictions.pt").is_file()
+        assert (out / run / "model.pt").is_file() == run.startswith("two")
+    assert (out / "runs" / "one-s0-copies2" / "checkpoint.pt").is_file()
+    rows = table(log)
+    assert [row[0] for row in rows.values()] == ["2"] * 5
+    assert "COPIES=2: seeds trained 2 at a time" in log
+    assert json.loads((out / "ladder.json").read_text())["copies"] == 2
+    code, again = recipe_ladder(ladder, "synthetic", "out", COPIES="2")
+    assert code == 0 and re.findall(r"^skip (\S+): already exported", again, re.M) == ["one-s0", "two-s0"]
+    assert table(again) == rows
 
 
 def test_no_run_starts_after_the_budget(ladder):
