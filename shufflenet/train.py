@@ -26,7 +26,8 @@ images, plain momentum SGD at 0.5 per 1,024 images decaying linearly to zero ove
 
 Started by ``torchrun``, the same loop runs in every process on its share of each batch, with
 :class:`~torch.nn.parallel.DistributedDataParallel` averaging the gradients (``distributed.py``);
-``--batch-size`` stays the global batch.
+``--batch-size`` stays the global batch. ``--copies K`` instead trains K seeds in one process as one
+stacked model (``stacked.py``), each copy as it would train alone: for many seeds of a small network.
 
 The command line (``python -m shufflenet.train --help``) and the export of a finished run's results for
 the book live in ``runs.py``; the bookkeeping (run state, checkpoints, Ctrl-C) in ``bookkeeping.py``.
