@@ -15,6 +15,7 @@ import torch
 
 from shufflenet import bench, count_macs, shufflenet_v1
 from shufflenet.bench import __main__ as cli
+from shufflenet.bench.step import recipe_step
 from shufflenet.bench.timing import time_interleaved
 
 EXPERIMENTS = ("models", "shuffle", "g2", "profile", "pipeline", "step")
@@ -174,6 +175,29 @@ def test_step_rows_for_copies_stacked_count_the_images_of_every_copy():
     assert rows[1]["images_per_s"] == pytest.approx(3 * 4 / rows[1]["step_ms"] * 1e3, rel=1e-3)
     with pytest.raises(ValueError, match=r"copies must be whole numbers of 1 or more, got \[0\]"):
         bench.run_step(device="cpu", copies=(0,))
+
+
+def test_the_recipe_step_runs_a_compiled_model_though_it_has_no_len():
+    """torch.compile's module raises TypeError on len(), and so on bool(): ``compiled or model`` broke the
+    benchmark's compiled forms. A stand-in with the same len() checks the step takes it as it is."""
+    class Compiled(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.calls = model, 0
+
+        def __len__(self):
+            raise TypeError("ShuffleNetV1 does not support len()")
+
+        def forward(self, images):
+            self.calls += 1
+            return self.model(images)
+
+    torch.manual_seed(0)
+    model = shufflenet_v1(3, 0.25, num_classes=10)
+    compiled = Compiled(model)
+    step = recipe_step(model, None, ema=0.9, compiled=compiled)
+    step(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
+    assert compiled.calls == 1
 
 
 def test_step_refuses_unknown_forms_and_cuda_graphs_without_a_gpu():

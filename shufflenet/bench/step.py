@@ -55,7 +55,8 @@ def recipe_step(model: nn.Module, dtype, ema: float = 0.0, weight_decay: float =
     averaged = moving_average(model, ema)
 
     def step(images, labels):
-        train_step(compiled or model, images, labels, optimizer, constant, scaler, criterion, dtype)
+        forward = model if compiled is None else compiled  # not `or`: a compiled module has no len()
+        train_step(forward, images, labels, optimizer, constant, scaler, criterion, dtype)
         if averaged is not None:
             update_average(averaged, model)
 
