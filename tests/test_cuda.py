@@ -136,6 +136,17 @@ def _batch(n=64):
     return next(iter(DeviceLoader(train_split, n, CUDA, train=True)))
 
 
+def _never_waits(step, times=3):
+    """Run ``step()`` ``times`` times with CUDA's sync debug mode raising at any host synchronisation."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(times):
+            step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 @pytest.fixture
 def full_fp32():
     """Plain fp32 arithmetic: by default cuDNN convolves fp32 in TF32 (10-bit mantissa), and eager and
@@ -178,14 +189,11 @@ def test_a_training_step_never_waits_for_the_gpu():
     images, labels = _batch()
     train_step(model, images, labels, *parts, dtype)  # the first step allocates optimiser state
     update_average(averaged, model)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(3):
-            train_step(model, images, labels, *parts, dtype)
-            update_average(averaged, model)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+
+    def step():
+        train_step(model, images, labels, *parts, dtype)
+        update_average(averaged, model)
+    _never_waits(step)
 
 
 def test_copies_stacked_on_the_gpu_step_as_each_would_alone_and_never_wait(full_fp32):
@@ -208,14 +216,11 @@ def test_copies_stacked_on_the_gpu_step_as_each_would_alone_and_never_wait(full_
     averaged = train_module.moving_average(stack, 0.999)
     update_average(averaged, stack)
     dtype = torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else None
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(3):
-            train_step(stack, images, labels, *parts, dtype)
-            update_average(averaged, stack)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+
+    def step():
+        train_step(stack, images, labels, *parts, dtype)
+        update_average(averaged, stack)
+    _never_waits(step)
 
 
 def test_the_benchmark_runs_quickly_on_cuda(tmp_path):
