@@ -88,9 +88,8 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
         raise TrainingError("--export writes the book's CIFAR-10 results; for ImageNet use --evaluate")
     if not (out / "summary.json").is_file():
         raise TrainingError(f"{out} holds no finished run (no summary.json) to export")
-    if config.copies > 1 and "{seed}" not in str(dest):
-        raise TrainingError(f"--export {dest}: a run of {config.copies} copies exports one folder per "
-                            f"copy, so DIR must contain {{seed}}, e.g. results/g3-shuffle-s{{seed}}")
+    if problem := export_pattern_problem(config.copies, dest):
+        raise TrainingError(f"--export {dest}: {problem}")
     summary = json.loads((out / "summary.json").read_text())
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     state = read_checkpoint(out / "checkpoint.pt")
@@ -104,17 +103,28 @@ def export_run(config: TrainConfig, dest: str | os.PathLike) -> dict:
         return _export_one(summary, history, model.state_dict(), predictions, targets, classes, dest)
     records = []
     for index, seed in enumerate(range(config.seed, config.seed + config.copies)):
-        def mine(value, index=index):
-            return value[index] if isinstance(value, list) else value
-
         own = {key: {way: acc[index] for way, acc in value.items()} if key == "final_test_acc"
-               else mine(value) for key, value in summary.items()}
+               else _of_copy(value, index) for key, value in summary.items()}
         own["config"] = {**own["config"], "seed": seed}  # its own seed; "copies" says how it trained
         own["copy"] = index
-        rows = [{key: mine(value) for key, value in row.items()} for row in history]
+        rows = [{key: _of_copy(value, index) for key, value in row.items()} for row in history]
         records.append(_export_one(own, rows, model.copy(index).state_dict(), predictions[index],
                                    targets, classes, str(dest).replace("{seed}", str(seed))))
     return records
+
+
+def export_pattern_problem(copies: int, dest) -> str | None:
+    """What is wrong with ``--export DIR`` for a run of ``copies``, if anything: one folder per copy
+    needs ``{seed}`` in DIR."""
+    if copies > 1 and "{seed}" not in str(dest):
+        return (f"a run of {copies} copies exports one folder per copy, so DIR must contain {{seed}} "
+                f"(the copy's seed), e.g. results/g3-shuffle-s{{seed}}")
+    return None
+
+
+def _of_copy(value, index: int):
+    """A copy's own number from a stacked run's list of them; any other value as it is."""
+    return value[index] if isinstance(value, list) else value
 
 
 def _export_one(summary: dict, history: list, weights: dict, predictions: torch.Tensor,
@@ -260,9 +270,8 @@ def main(argv=None) -> int:
     if not 0 <= args.cutout <= 32:
         parser.error(f"argument --cutout: the square's side must be from 0 (none) to 32 pixels, got "
                      f"{args.cutout}")
-    if args.copies > 1 and args.export and "{seed}" not in args.export:
-        parser.error(f"argument --export: {args.copies} copies export a folder each, so DIR must "
-                     f"contain {{seed}} (the copy's seed), e.g. results/g3-shuffle-s{{seed}}")
+    if args.export and (problem := export_pattern_problem(args.copies, args.export)):
+        parser.error(f"argument --export: {problem}")
     if args.copies > 1 and args.evaluate:
         parser.error("argument --evaluate: evaluate one copy's exported folder (--export) with "
                      "--copies 1 instead of the stacked run")

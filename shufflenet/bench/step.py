@@ -24,7 +24,7 @@ from torch import nn
 
 from ..model import shufflenet_v1
 from ..runtime import autocast_dtype, moving_average, resolve_device, train_step, update_average
-from ..stacked import StackedModels, stacked_criterion
+from ..stacked import StackedModels, stack_per_copy, stacked_criterion
 from .timing import synchronizer
 
 # eager: the model as built (NCHW); channels_last: the trainer's layout; compile: torch.compile of the
@@ -61,13 +61,6 @@ def recipe_step(model: nn.Module, dtype, ema: float = 0.0, weight_decay: float =
             update_average(averaged, model)
 
     return step
-
-
-def per_copy_layout(images: torch.Tensor, memory_format) -> torch.Tensor:
-    """``images`` (N, C, H, W) in ``memory_format``; for (copies, N, C, H, W), each copy's batch in it."""
-    if images.dim() == 4 or memory_format == torch.contiguous_format:
-        return images.contiguous(memory_format=memory_format)
-    return images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)  # NHWC within each copy
 
 
 def _time_steps(step, steps: int, sync) -> tuple:
@@ -124,11 +117,12 @@ def run_step(groups: int = 3, scale: float = 1.0, batch: int = 512,
         compiled = None if mode is None else torch.compile(model, mode=mode)
         step = recipe_step(model, dtype, ema, compiled=compiled)
         generator = torch.Generator().manual_seed(seed)
-        stack = (count,) if count > 1 else ()  # a batch for each copy
-        images = torch.randn(*stack, batch, 3, 32, 32, generator=generator)
-        labels = torch.randint(0, 10, (*stack, batch), generator=generator).to(device)
-        images = per_copy_layout(images.to(device), memory_format)
-        return lambda: step(images, labels)
+        images = [torch.randn(batch, 3, 32, 32, generator=generator).to(device)
+                  .contiguous(memory_format=memory_format) for _ in range(count)]
+        labels = [torch.randint(0, 10, (batch,), generator=generator).to(device) for _ in range(count)]
+        if count > 1:  # a batch for each copy, each in the form's layout
+            images, labels = [stack_per_copy(images)], [torch.stack(labels)]
+        return lambda: step(images[0], labels[0])
 
     variants = [(form, count) for count in copies for form in forms]
     prepared, compile_s = {}, {}
