@@ -44,7 +44,7 @@ one_run() {  # one run: NAME GROUPS MIXING SEED (NAME ends in -sSEED; COPIES see
         --batch-size "$BATCH" --threads "$THREADS" --device "$DEVICE" $EXTRA $resume --no-progress \
         --out "$run" --export "$export_to" > "$run.log" 2>&1 \
         && for seed in $seeds; do rm -f "$OUT/$variant-s$seed/model.pt"; done \
-        && echo "done $1 ($COPIES seed(s)): $(tail -n 2 "$run.log" | head -n 1)" \
+        && echo "done $1 ($COPIES seed(s)): $(grep '^done:' "$run.log" | tail -n 1)" \
         || echo "FAILED $1: see $run.log"
 }
 export -f one_run
